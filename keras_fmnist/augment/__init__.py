@@ -1,0 +1,1 @@
+"""Data augmentation as Keras preprocessing layers."""

@@ -1,0 +1,1 @@
+"""Benchmarks, run as `python -m keras_fmnist.bench` (not timed tests)."""

@@ -1,0 +1,232 @@
+"""Fashion-MNIST loading: the four IDX files, validated, from local disk or online fallbacks.
+
+`load_fashion_mnist` returns exactly what `keras.datasets.fashion_mnist.load_data()` returns:
+`((x_train, y_train), (x_test, y_test))`, uint8 images (N, 28, 28) and uint8 labels 0..9.
+"""
+
+import gzip
+import os
+import struct
+import zlib
+
+import numpy as np
+
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SIZE = 28
+
+# (file name, kind, expected count). Debian's dataset-fashion-mnist ships the same content with
+# other gzip wrappers, so files are validated by their IDX headers and sizes, never by checksums.
+FILES = {
+    "train_images": ("train-images-idx3-ubyte.gz", "images", 60000),
+    "train_labels": ("train-labels-idx1-ubyte.gz", "labels", 60000),
+    "test_images": ("t10k-images-idx3-ubyte.gz", "images", 10000),
+    "test_labels": ("t10k-labels-idx1-ubyte.gz", "labels", 10000),
+}
+_IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
+
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+KERAS_CACHE_DIR = os.path.join("~", ".keras", "datasets", "fashion-mnist")
+SOURCES = ("auto", "files", "tfds", "keras")
+
+
+class DatasetError(ValueError):
+    """The data set could not be loaded: the message names the file or source and the fault."""
+
+
+def candidate_dirs(data_dir=None):
+    """Directories searched for the IDX files, in order.
+
+    An explicit `data_dir` is the only candidate: a user who names a directory means that one,
+    and silently falling back to another copy would hide their mistake.
+    """
+    if data_dir is not None:
+        return [os.path.expanduser(data_dir)]
+    dirs = []
+    if os.environ.get("FASHION_MNIST_DIR"):
+        dirs.append(os.path.expanduser(os.environ["FASHION_MNIST_DIR"]))
+    dirs.append(DEBIAN_DIR)
+    dirs.append(os.path.expanduser(KERAS_CACHE_DIR))
+    return dirs
+
+
+def _has_all_files(directory):
+    return all(os.path.isfile(os.path.join(directory, name)) for name, _, _ in FILES.values())
+
+
+def read_idx(path, kind, expected_count):
+    """Reads one gzipped IDX file and checks its header against what Fashion-MNIST must be.
+
+    Args:
+        path: the `.gz` file.
+        kind: "images" (IDX3, uint8, count x 28 x 28) or "labels" (IDX1, uint8, count).
+        expected_count: the number of records the file must hold.
+
+    Returns:
+        A uint8 array, (count, 28, 28) for images or (count,) for labels.
+
+    Raises:
+        DatasetError: naming the file and what is wrong with it.
+    """
+    name = os.path.basename(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"{path}: not a readable gzip file ({e})") from None
+
+    ndim = 3 if kind == "images" else 1
+    header_size = 4 + 4 * ndim
+    if len(raw) < header_size:
+        raise DatasetError(f"{path}: truncated IDX header ({len(raw)} bytes)")
+    (magic,) = struct.unpack(">I", raw[:4])
+    if magic != _IDX_MAGIC[kind]:
+        raise DatasetError(
+            f"{path}: bad IDX magic number 0x{magic:08x}, expected "
+            f"0x{_IDX_MAGIC[kind]:08x} for {kind}"
+        )
+    dims = struct.unpack(f">{ndim}I", raw[4:header_size])
+    if dims[0] != expected_count:
+        raise DatasetError(f"{path}: holds {dims[0]} {kind}, expected {expected_count}")
+    if kind == "images" and tuple(dims[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DatasetError(
+            f"{path}: images are {dims[1]}x{dims[2]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}"
+        )
+    payload = int(np.prod(dims))
+    if len(raw) - header_size != payload:
+        raise DatasetError(
+            f"{path}: payload is {len(raw) - header_size} bytes, the header announces {payload} "
+            "(truncated or padded file)"
+        )
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(dims)
+    if kind == "labels" and data.size and data.max() >= NUM_CLASSES:
+        raise DatasetError(
+            f"{name}: label {int(data.max())} out of range 0..{NUM_CLASSES - 1}"
+        )
+    return data.copy()
+
+
+def load_from_dir(directory):
+    """Loads and validates the four IDX files of one directory."""
+    arrays = {
+        key: read_idx(os.path.join(directory, name), kind, count)
+        for key, (name, kind, count) in FILES.items()
+    }
+    for split in ("train", "test"):
+        n_images, n_labels = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
+        if n_images != n_labels:
+            raise DatasetError(
+                f"{directory}: {split} split has {n_images} images but {n_labels} labels"
+            )
+    return (arrays["train_images"], arrays["train_labels"]), (
+        arrays["test_images"],
+        arrays["test_labels"],
+    )
+
+
+def load_from_tfds(data_dir=None):
+    """Loads through tensorflow-datasets (prepares the data set online on first use).
+
+    tensorflow-datasets can read a prepared data set on its own, but preparing one needs
+    tensorflow itself, so its absence is reported up front rather than as a deep import error.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DatasetError(
+            "source='tfds' needs tensorflow-datasets: pip install tensorflow-datasets tensorflow"
+        ) from None
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise DatasetError(
+            "source='tfds' needs tensorflow installed to prepare fashion_mnist "
+            "(pip install tensorflow); or use the IDX files (source='files')"
+        ) from None
+    try:
+        splits = tfds.load(
+            "fashion_mnist",
+            split=["train", "test"],
+            batch_size=-1,
+            as_supervised=True,
+            data_dir=data_dir,
+        )
+    except Exception as e:  # tfds raises many types (network, checksum, preparation).
+        raise DatasetError(f"tensorflow-datasets could not load fashion_mnist: {e}") from None
+    (x_train, y_train), (x_test, y_test) = tfds.as_numpy(splits)
+    return (
+        (x_train[..., 0].astype(np.uint8), y_train.astype(np.uint8)),
+        (x_test[..., 0].astype(np.uint8), y_test.astype(np.uint8)),
+    )
+
+
+def load_from_keras():
+    """Keras's own download into ~/.keras/datasets (online machines only)."""
+    import keras
+
+    try:
+        return keras.datasets.fashion_mnist.load_data()
+    except Exception as e:  # urllib/HTTP errors vary by platform.
+        raise DatasetError(f"keras could not download fashion_mnist: {e}") from None
+
+
+def load_fashion_mnist(data_dir=None, source="auto"):
+    """Loads Fashion-MNIST as `keras.datasets.fashion_mnist.load_data()` does.
+
+    Args:
+        data_dir: a directory holding the four IDX `.gz` files. When given, only it is read.
+            When None: `$FASHION_MNIST_DIR`, then `/usr/share/datasets/fashion-mnist` (Debian's
+            `dataset-fashion-mnist`), then `~/.keras/datasets/fashion-mnist`.
+        source: "auto" (local IDX files, else keras's online download), "files" (local IDX files
+            only), "tfds" (tensorflow-datasets; `data_dir` is then its data directory) or
+            "keras" (keras's download).
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`: uint8 (60000, 28, 28), uint8 (60000,),
+        uint8 (10000, 28, 28), uint8 (10000,).
+
+    Raises:
+        DatasetError: a missing, truncated or corrupt file (named), or an unavailable source.
+        ValueError: an unknown `source`.
+
+    Example:
+
+    >>> (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
+    >>> x_train.shape, y_test[:3]
+    ((60000, 28, 28), array([9, 2, 1], dtype=uint8))
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
+    if source == "tfds":
+        return load_from_tfds(data_dir)
+    if source == "keras":
+        return load_from_keras()
+    dirs = candidate_dirs(data_dir)
+    for directory in dirs:
+        if _has_all_files(directory):
+            return load_from_dir(directory)
+    if data_dir is not None:
+        # Name the first missing file: far more useful than "not found" for a directory.
+        for name, _, _ in FILES.values():
+            if not os.path.isfile(os.path.join(dirs[0], name)):
+                raise DatasetError(f"{os.path.join(dirs[0], name)}: file not found")
+    if source == "files":
+        raise DatasetError(
+            "Fashion-MNIST IDX files not found in any of: "
+            + ", ".join(dirs)
+            + " (apt-get install dataset-fashion-mnist, or set FASHION_MNIST_DIR)"
+        )
+    return load_from_keras()

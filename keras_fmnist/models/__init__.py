@@ -1,0 +1,4 @@
+"""Model builders."""
+
+from keras_fmnist.models.resnet import build_resnet18
+from keras_fmnist.models.torchvision_weights import load_torchvision_weights

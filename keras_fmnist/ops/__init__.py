@@ -1,0 +1,1 @@
+"""Functional ops (backend-agnostic, channels-last)."""

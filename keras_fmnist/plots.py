@@ -1,0 +1,94 @@
+"""The study's figures, drawn from a run's own numbers and written atomically as PNG."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: runs on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_fmnist import artifacts  # noqa: E402
+from keras_fmnist.data import CLASS_NAMES  # noqa: E402
+
+
+def training_curves(history, path, title=""):
+    """Train/validation loss and accuracy per epoch, side by side."""
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        if metric in history:
+            ax.plot(epochs, history[metric], marker="o", label=f"train {metric}")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], marker="o", label=f"val {metric}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    artifacts.save_figure(fig, path)
+    plt.close(fig)
+
+
+def confusion_matrix(y_true, y_pred, num_classes=len(CLASS_NAMES)):
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return matrix
+
+
+def confusion_matrix_figure(matrix, path, title="Confusion matrix (test)"):
+    fig, ax = plt.subplots(figsize=(7, 6))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=45, ha="right")
+    ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > threshold else "black")
+    fig.colorbar(im, ax=ax)
+    ax.set_title(title)
+    artifacts.save_figure(fig, path)
+    plt.close(fig)
+
+
+def prediction_grid(images, y_true, y_pred, path, columns=6):
+    """Test images titled with true and predicted class names (red where wrong)."""
+    n = len(images)
+    rows = max(1, int(np.ceil(n / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.9, rows * 2.1))
+    for k, ax in enumerate(np.ravel(axes)):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(np.squeeze(images[k]), cmap="gray")
+        correct = y_true[k] == y_pred[k]
+        ax.set_title(
+            f"true: {CLASS_NAMES[y_true[k]]}\npred: {CLASS_NAMES[y_pred[k]]}",
+            fontsize=7,
+            color="black" if correct else "red",
+        )
+    artifacts.save_figure(fig, path)
+    plt.close(fig)
+
+
+def sample_grid(images, soft_labels, path, title="", columns=8):
+    """Augmented training samples titled with their (possibly mixed) label weights."""
+    n = len(images)
+    rows = max(1, int(np.ceil(n / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9))
+    for k, ax in enumerate(np.ravel(axes)):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(np.squeeze(images[k]), cmap="gray", vmin=0.0, vmax=1.0)
+        order = np.argsort(soft_labels[k])[::-1]
+        parts = [
+            f"{CLASS_NAMES[c][:7]} {soft_labels[k][c]:.2f}" for c in order[:2]
+            if soft_labels[k][c] > 1e-3
+        ]
+        ax.set_title("\n".join(parts), fontsize=6)
+    fig.suptitle(title)
+    artifacts.save_figure(fig, path)
+    plt.close(fig)

@@ -1,0 +1,27 @@
+"""Shared fixtures. The real data comes from Debian's dataset-fashion-mnist (the README's test
+command installs it); tests that need it fail with a clear message when it is missing."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import pytest  # noqa: E402
+
+import keras_fmnist  # noqa: E402
+from keras_fmnist import data  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    try:
+        return keras_fmnist.load_fashion_mnist(source="files")
+    except data.DatasetError as e:
+        pytest.fail(f"real Fashion-MNIST needed (apt-get install dataset-fashion-mnist): {e}")
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    for directory in data.candidate_dirs():
+        if all(os.path.isfile(os.path.join(directory, n)) for n, _, _ in data.FILES.values()):
+            return directory
+    pytest.fail("real Fashion-MNIST IDX files not found (apt-get install dataset-fashion-mnist)")

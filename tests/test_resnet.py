@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+
+import keras
+import keras_fmnist
+from keras_fmnist.models import resnet
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+
+def study_torchvision_resnet18(num_classes=10, in_channels=1):
+    """torchvision's resnet18 with the study's surgery: 1-channel stem, no layer4, 256 -> 10."""
+    model = torchvision.models.resnet18(weights=None)
+    model.conv1 = torch.nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    model.layer4 = torch.nn.Identity()
+    model.fc = torch.nn.Linear(256, num_classes)
+    return model
+
+
+def _randomise_batchnorm(model):
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=gen) - 0.5)
+
+
+def _logits(keras_model, torch_model, x):
+    with torch.no_grad():
+        ref = torch_model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    out = keras.ops.convert_to_numpy(keras_model(x, training=False))
+    return out, ref
+
+
+def test_shapes_follow_the_study():
+    model = keras_fmnist.build_resnet18()
+    assert model.output_shape == (None, 10)
+    assert model.get_layer("maxpool").output.shape[1:3] == (7, 7)
+    assert model.get_layer("layer1_1_relu2").output.shape[1:] == (7, 7, 64)
+    assert model.get_layer("layer2_1_relu2").output.shape[1:] == (4, 4, 128)
+    assert model.get_layer("layer3_1_relu2").output.shape[1:] == (2, 2, 256)
+    assert model.get_layer("fc").kernel.shape == (256, 10)
+    # Downsampling only where the shape changes, as torchvision decides.
+    names = {layer.name for layer in model.layers}
+    assert "layer1_0_downsample_0" not in names
+    assert {"layer2_0_downsample_0", "layer3_0_downsample_0"} <= names
+
+
+def test_cifar_stem_keeps_resolution():
+    model = keras_fmnist.build_resnet18(stem="cifar")
+    assert model.get_layer("layer1_1_relu2").output.shape[1:] == (28, 28, 64)
+
+
+def test_parameter_count_matches_torchvision():
+    model = keras_fmnist.build_resnet18()
+    reference = study_torchvision_resnet18()
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == sum(p.numel() for p in reference.parameters())
+
+
+def test_torchvision_weight_parity():
+    reference = study_torchvision_resnet18()
+    _randomise_batchnorm(reference)
+    reference.eval()
+    model = keras_fmnist.build_resnet18()
+    report = keras_fmnist.load_torchvision_weights(model, reference.state_dict())
+    assert not report["not_loaded"] and not report["mismatched"]
+    x = np.random.default_rng(0).normal(size=(4, 28, 28, 1)).astype("float32")
+    out, ref = _logits(model, reference, x)
+    np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+
+
+def test_imagenet_state_dict_rgb_stem_and_layer4_are_handled(tmp_path):
+    full = torchvision.models.resnet18(weights=None)  # 3-channel stem, layer4, 1000-class fc
+    full.eval()
+    path = tmp_path / "resnet18.pth"
+    torch.save(full.state_dict(), path)
+    model = keras_fmnist.build_resnet18()
+    report = keras_fmnist.load_torchvision_weights(model, str(path), verbose=False)
+    assert any(k.startswith("layer4.") for k in report["skipped_keys"])
+    assert report["mismatched"] == ["fc"]
+    summed = full.conv1.weight.detach().numpy().sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model.get_layer("conv1").kernel),
+        np.transpose(summed, (2, 3, 1, 0)),
+        atol=1e-6,
+    )
+
+
+def test_save_load_round_trip(tmp_path):
+    model = keras_fmnist.build_resnet18(input_mean=0.3, input_variance=0.1)
+    x = np.random.default_rng(1).uniform(size=(3, 28, 28, 1)).astype("float32")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model(x, training=False)),
+        keras.ops.convert_to_numpy(loaded(x, training=False)),
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"stem": "vgg"}, "stem must be one of"),
+        ({"stages": 5}, "stages must be"),
+        ({"deform_layers": (4,)}, "deform_layers must name stages in 1..3"),
+        ({"regularizer": "dropout"}, "regularizer must be"),
+        ({"regularizer": "dropblock", "p": 1.0}, r"p must be in \[0, 1\)"),
+        ({"block_size": 0}, "block_size must be an integer >= 1"),
+    ],
+)
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_fmnist.build_resnet18(**kwargs)
+
+
+def test_torchvision_module_name():
+    assert resnet.torchvision_module_name("layer2_0_downsample_1") == "layer2.0.downsample.1"
+    assert resnet.torchvision_module_name("fc") == "fc"

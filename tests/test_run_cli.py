@@ -1,0 +1,100 @@
+"""The command line: bad input is one line and exit code 2; a smoke run writes its artifacts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras
+import keras_fmnist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "run.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--experiment=nope"], "--experiment=nope: value should be one of"),
+        (["--epochs=0"], "--epochs=0"),
+        (["--val_fraction=1.5"], "--val_fraction must be in (0, 1)"),
+        (["--stem=vgg"], "--stem=vgg: value should be one of <imagenet|cifar>"),
+        (["--batch_size=abc"], "--batch_size"),
+        (["--torchvision_weights=/nonexistent.pth"], "--torchvision_weights must name"),
+        (["--no_such_flag=1"], "no_such_flag"),
+        (["--data_dir=/nonexistent", "--epochs=1"], "/nonexistent/train-images-idx3-ubyte.gz"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args, expected, tmp_path):
+    result = run_cli(*args, f"--artifacts_dir={tmp_path}")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_helpfull_lists_the_flags():
+    result = run_cli("--helpfull")
+    assert result.returncode == 0
+    for flag in ("--experiment", "--epochs", "--train_limit", "--val_fraction", "--stem"):
+        assert flag in result.stdout
+
+
+def test_flagfile_baseline_is_valid(tmp_path):
+    # The shipped flagfile parses; the smoke settings after it keep the run tiny.
+    result = run_cli(
+        "--flagfile=flags/baseline.cfg", "--epochs=0", f"--artifacts_dir={tmp_path}"
+    )
+    assert result.returncode == 2 and "--epochs=0" in result.stderr
+
+
+def test_smoke_run_writes_artifacts(tmp_path):
+    result = run_cli(
+        "--experiment=baseline",
+        "--epochs=2",
+        "--train_limit=600",
+        "--test_limit=200",
+        "--batch_size=64",
+        f"--artifacts_dir={tmp_path}",
+        "--run_name=smoke",
+        "--verbose=0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "baseline" / "smoke"
+    for name in ("model.keras", "history.csv", "metrics.json", "curves.png",
+                 "confusion_matrix.png", "predictions.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert not [p for p in os.listdir(run_dir) if p.startswith(".tmp-")]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (_, y_train), _ = keras_fmnist.load_fashion_mnist()
+    expected_val = sum(round(c * 0.1) for c in np.bincount(y_train[:600]))  # stratified
+    assert metrics["split"] == {"train": 600 - expected_val, "val": expected_val, "test": 200}
+    assert metrics["epochs_run"] == 2
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["train_images_per_second"] > 0
+    assert metrics["config"]["train_limit"] == 600
+    assert metrics["versions"]["keras_backend"] == keras.backend.backend()
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and len(history) == 3
+    # The saved model predicts like the run measured it.
+    from keras_fmnist import pipeline
+
+    (_, _), (x_test, y_test) = keras_fmnist.load_fashion_mnist()
+    model = keras.saving.load_model(run_dir / "model.keras")
+    logits = model.predict(pipeline.to_model_inputs(x_test[:200]), verbose=0)
+    accuracy = float(np.mean(np.argmax(logits, -1) == y_test[:200]))
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
