@@ -1,0 +1,261 @@
+"""MixUp (Zhang et al. 2017) as a Keras image preprocessing layer.
+
+Also holds the two pieces CutMix shares with it: `sample_beta`, a Beta(alpha, alpha)
+sampler that stays correct for tiny alpha on every backend, and `draw_mixing`, which draws
+the pairing permutation, the mixing weights and the per-sample "mix at all?" gate.
+"""
+
+import keras
+from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (  # noqa: E501
+    BaseImagePreprocessingLayer,
+)
+
+# Smallest uniform draw fed to log(): keeps log(U) finite without changing the distribution
+# in any measurable way (P(U < 1e-30) is below float32 resolution anyway).
+_MIN_UNIFORM = 1e-30
+
+
+def sample_beta(backend, shape, alpha, seed, dtype="float32"):
+    """Draws `lambda ~ Beta(alpha, alpha)` (the mixing weight of both papers).
+
+    `Beta(a, a) = G1 / (G1 + G2)` with `G1, G2 ~ Gamma(a)` i.i.d. For `a << 1` both gammas
+    underflow float32, and `keras.random.beta` on the torch backend (torch's `Beta`) then
+    clamps them to the smallest normal number and returns values near 0.5: with
+    `a = 1e-4`, 86% of its draws land in (0.01, 0.99) where the true Beta puts about 0.1%.
+    So the ratio is taken in log space, with the boost identity
+    `Gamma(a) = Gamma(a + 1) * U ** (1 / a)`, `U ~ Uniform(0, 1)` (Marsaglia & Tsang 2000):
+
+        log G_k = log Gamma_k(a + 1) + log(U_k) / a
+        lambda  = G1 / (G1 + G2) = sigmoid(log G1 - log G2)
+
+    `Gamma(a + 1)` has shape >= 1 and never underflows, so this is exact in distribution for
+    any `a > 0` and never produces NaN.
+
+    Args:
+        backend: a backend namespace (`keras.src.backend` module or a preprocessing layer's
+            `self.backend`), so the sampler runs inside tf.data/grain pipelines too.
+        shape: shape of the draw.
+        alpha: float > 0, the Beta concentration (both parameters).
+        seed: a `keras.random.SeedGenerator` (or anything `keras.random` accepts).
+        dtype: float dtype of the result.
+
+    Returns:
+        A tensor of `shape` with values in [0, 1].
+    """
+    shape = tuple(shape)
+    size = _draw_size(shape)
+    gammas = backend.random.gamma((2, size), alpha + 1.0, dtype="float32", seed=seed)
+    uniforms = backend.random.uniform(
+        (2, size), minval=_MIN_UNIFORM, maxval=1.0, dtype="float32", seed=seed
+    )
+    log_gammas = backend.numpy.log(gammas) + backend.numpy.log(uniforms) / alpha
+    lam = backend.nn.sigmoid(log_gammas[0] - log_gammas[1])
+    lam = backend.numpy.reshape(lam[: _num_elements(shape)], shape)
+    return backend.cast(lam, dtype)
+
+
+def _num_elements(shape):
+    size = 1
+    for dim in shape:
+        size = size * dim
+    return size
+
+
+def _draw_size(shape):
+    """Number of i.i.d. values to draw for `shape`: rounded up to a power of two >= 64.
+
+    jax compiles its gamma sampler once per shape, which takes seconds; with bucketed
+    sizes a training pipeline's ragged last batch (or any batch size up to 64) reuses the
+    compiled sampler. Surplus draws are discarded, which leaves the values i.i.d.
+    Dynamic (tensor) sizes, as in a tf.data graph, are drawn exactly.
+    """
+    size = _num_elements(shape)
+    if not isinstance(size, int):
+        return size
+    return max(64, 1 << max(size - 1, 0).bit_length())
+
+
+def draw_mixing(backend, batch_size, alpha, probability, per_sample, seed, dtype):
+    """Draws what both MixUp and CutMix need for one batch.
+
+    Args:
+        backend: backend namespace (see `sample_beta`).
+        batch_size: int or scalar tensor, N.
+        alpha: Beta concentration.
+        probability: chance that a sample (or the whole batch, if not `per_sample`) is
+            mixed at all.
+        per_sample: draw lambda and the gate per sample (True) or once per batch (False).
+        seed: `keras.random.SeedGenerator`.
+        dtype: float dtype of `lam`.
+
+    Returns:
+        `(permutation, lam)`: int32 `(N,)` partner indices (sample i is mixed with
+        `permutation[i]`) and `(N,)` weights of each sample's own image, 1 where the gate
+        said "do not mix".
+    """
+    permutation = backend.random.shuffle(
+        backend.numpy.arange(batch_size, dtype="int32"), seed=seed
+    )
+    draws = batch_size if per_sample else 1
+    lam = sample_beta(backend, (draws,), alpha, seed, dtype=dtype)
+    gate = backend.numpy.less(
+        backend.random.uniform((draws,), dtype="float32", seed=seed), probability
+    )
+    lam = backend.numpy.where(gate, lam, backend.numpy.ones_like(lam))
+    if not per_sample:
+        lam = backend.numpy.broadcast_to(lam, (batch_size,))
+    return permutation, lam
+
+
+def validate_mixing_args(layer_name, alpha, probability):
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha > 0:
+        raise ValueError(
+            f"{layer_name}: argument `alpha` must be a number > 0 (the Beta(alpha, alpha) "
+            f"concentration). Received: alpha={alpha!r}"
+        )
+    if (
+        not isinstance(probability, (int, float))
+        or isinstance(probability, bool)
+        or not 0.0 <= probability <= 1.0
+    ):
+        raise ValueError(
+            f"{layer_name}: argument `probability` must be a number in [0, 1]. "
+            f"Received: probability={probability!r}"
+        )
+
+
+def mix_labels(backend, labels, transformation, dtype):
+    """`lam * y + (1 - lam) * y[permutation]`, the label rule of both papers."""
+    labels = backend.cast(labels, dtype)
+    lam = backend.numpy.reshape(backend.cast(transformation["lam"], dtype), (-1, 1))
+    partner = backend.numpy.take(labels, transformation["permutation"], axis=0)
+    return lam * labels + (1.0 - lam) * partner
+
+
+@keras.saving.register_keras_serializable(package="keras_fmnist")
+class MixUp(BaseImagePreprocessingLayer):
+    """MixUp: convex combinations of pairs of samples and of their labels.
+
+    Zhang et al. 2017, "mixup: Beyond Empirical Risk Minimization"
+    (https://arxiv.org/abs/1710.09412):
+
+        lambda ~ Beta(alpha, alpha)
+        x~ = lambda * x_i + (1 - lambda) * x_j
+        y~ = lambda * y_i + (1 - lambda) * y_j
+
+    with the same lambda for image and label, and `j = permutation[i]` for a random
+    permutation of the batch (the paper's minibatch implementation).
+
+    Granularity: with `per_sample=True` (default) every sample draws its own lambda and its
+    own "mix or not" gate (`probability`); with `per_sample=False` one lambda and one gate
+    are drawn for the whole batch, as in the paper's reference code. Both give the same
+    marginal distribution of a mixed sample.
+
+    Unlike `keras.layers.MixUp`, lambda is drawn by `sample_beta`, which stays a true
+    Beta(alpha, alpha) for tiny alpha on the torch backend, and `probability` is supported.
+
+    Call it on `{"images": (N, H, W, C), "labels": (N, K)}` (labels one-hot or already
+    soft; any other keys of the dict are not supported) or on a bare image batch. With
+    `training=False`, or on a single unbatched image (nothing to pair it with), it is the
+    identity (images are still cast to the layer's compute dtype).
+
+    This layer is safe to use inside a `tf.data` or `grain` pipeline on any backend.
+
+    Args:
+        alpha: float > 0, Beta concentration. Small alpha -> lambda near 0 or 1 (little
+            mixing); alpha = 1 -> uniform lambda; large alpha -> lambda near 0.5.
+            Defaults to 0.2.
+        probability: float in [0, 1], chance that a sample (or batch, see `per_sample`)
+            is mixed at all; unmixed samples keep image and label. Defaults to 1.0.
+        per_sample: bool, draw lambda and the gate per sample (True) or per batch (False).
+        seed: int or None, seeds the layer's `keras.random.SeedGenerator`.
+        data_format: "channels_last" or "channels_first"; defaults to
+            `keras.config.image_data_format()`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    ```python
+    images = np.random.rand(8, 28, 28, 1).astype("float32")
+    labels = keras.ops.one_hot(np.arange(8) % 10, 10)
+    out = keras_fmnist.augment.MixUp(alpha=0.2, seed=0)(
+        {"images": images, "labels": labels}, training=True
+    )
+    out["images"].shape, out["labels"].shape  # (8, 28, 28, 1), (8, 10)
+    ```
+    """
+
+    _USE_BASE_FACTOR = False
+
+    def __init__(
+        self,
+        alpha=0.2,
+        probability=1.0,
+        per_sample=True,
+        seed=None,
+        data_format=None,
+        **kwargs,
+    ):
+        super().__init__(data_format=data_format, **kwargs)
+        validate_mixing_args(self.__class__.__name__, alpha, probability)
+        self.alpha = float(alpha)
+        self.probability = float(probability)
+        self.per_sample = bool(per_sample)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        if not training:
+            return None
+        images = data["images"] if isinstance(data, dict) else data
+        shape = self.backend.shape(images)
+        if len(shape) != 4:
+            return None
+        if seed is None:
+            seed = self._get_seed_generator(self.backend._backend)
+        permutation, lam = draw_mixing(
+            self.backend,
+            shape[0],
+            self.alpha,
+            self.probability,
+            self.per_sample,
+            seed,
+            self.compute_dtype,
+        )
+        return {"permutation": permutation, "lam": lam}
+
+    def transform_images(self, images, transformation=None, training=True):
+        images = self.backend.cast(images, self.compute_dtype)
+        if not training or transformation is None:
+            return images
+        lam = self.backend.numpy.reshape(
+            self.backend.cast(transformation["lam"], self.compute_dtype), (-1, 1, 1, 1)
+        )
+        partner = self.backend.numpy.take(images, transformation["permutation"], axis=0)
+        return lam * images + (1.0 - lam) * partner
+
+    def transform_labels(self, labels, transformation, training=True):
+        if not training or transformation is None:
+            return labels
+        return mix_labels(self.backend, labels, transformation, self.compute_dtype)
+
+    def transform_bounding_boxes(self, bounding_boxes, transformation, training=True):
+        raise NotImplementedError("MixUp does not transform bounding boxes.")
+
+    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
+        raise NotImplementedError("MixUp does not transform segmentation masks.")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "alpha": self.alpha,
+                "probability": self.probability,
+                "per_sample": self.per_sample,
+                "seed": self.seed,
+            }
+        )
+        return config
