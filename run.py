@@ -12,10 +12,28 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-EXPERIMENTS = ("baseline",)
+from keras_fmnist import study  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("experiment", "baseline", EXPERIMENTS, "Which experiment of the study to run.")
+flags.DEFINE_enum("experiment", "baseline", study.EXPERIMENTS,
+                  "Which experiment of the study to run; report only rewrites "
+                  "<artifacts_dir>/REPORT.md from the recorded runs.")
+flags.DEFINE_string("layers", None,
+                    "Deformable stages: all (the 8 configurations; deform only), none, or "
+                    "stages from 1,2,3 such as 1,3. Default: all for deform, 1,3 for "
+                    "regularize and final, none otherwise.")
+flags.DEFINE_enum("augment", None, (*study.AUGMENTATIONS, "all"),
+                  "Training augmentation: none, basic, mixup, cutmix, or all (augment only). "
+                  "Default: all for augment, cutmix for deform/regularize/final, none for "
+                  "baseline.")
+flags.DEFINE_enum("regularizer", "dropblock", study.REGULARIZERS,
+                  "Regulariser of the regularize experiment.")
+flags.DEFINE_string("p", "0.1", "Drop probability of the regulariser in (0, 1), or sweep "
+                    "(p = 0.1 .. 1.0 in steps of 0.1).")
+flags.DEFINE_integer("block_size", 7, "DropBlock block size (clamped to the feature map).",
+                     lower_bound=1)
+flags.DEFINE_boolean("force", False, "Retrain runs that already finished (default: a sweep "
+                     "skips them and resumes the rest).")
 flags.DEFINE_integer("epochs", 10, "Maximum training epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Examples per batch.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of weights, split, shuffling and augmentation.",
@@ -48,6 +66,14 @@ flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress ba
                      "per epoch.", lower_bound=0, upper_bound=2)
 
 
+def _parses(parse, text):
+    try:
+        parse(text)
+    except study.PlanError:
+        return False
+    return True
+
+
 def _valid_fraction(value):
     return 0.0 < value < 1.0
 
@@ -55,14 +81,20 @@ def _valid_fraction(value):
 flags.register_validator("val_fraction", _valid_fraction,
                          message="--val_fraction must be in (0, 1)")
 flags.register_validator(
+    "layers",
+    lambda text: text is None or _parses(study.parse_layers, text),
+    message="--layers must be all, none or stages from 1,2,3 such as 1,3",
+)
+flags.register_validator(
+    "p",
+    lambda text: _parses(study.parse_p, text),
+    message="--p must be sweep or a number in (0, 1)",
+)
+flags.register_validator(
     "torchvision_weights",
     lambda path: path is None or os.path.isfile(path),
     message="--torchvision_weights must name an existing .pth file",
 )
-
-
-class UsageError(Exception):
-    """A user mistake detected after flag parsing: reported in one line, exit code 2."""
 
 
 _HELP_FLAGS = {"--help", "--helpfull", "--helpshort", "--helpxml", "-h", "-?"}
@@ -103,6 +135,7 @@ def config_from_flags():
         artifacts_dir=FLAGS.artifacts_dir,
         run_name=FLAGS.run_name,
         stem=FLAGS.stem,
+        block_size=FLAGS.block_size,
         torchvision_weights=FLAGS.torchvision_weights,
         verbose=FLAGS.verbose,
     )
@@ -114,19 +147,22 @@ def main(argv):
     import keras_fmnist
     from keras_fmnist import experiments
 
-    config = config_from_flags()
+    base = config_from_flags()
     try:
-        metrics = experiments.run_training(config)
-    except keras_fmnist.DatasetError as e:
+        results, report_path = experiments.run_experiment(
+            FLAGS.experiment, base, layers=FLAGS.layers, augment=FLAGS.augment,
+            regularizer=FLAGS.regularizer, p=FLAGS.p, force=FLAGS.force,
+        )
+    except (keras_fmnist.DatasetError, study.PlanError) as e:
         _fail(e)
-    except UsageError as e:
-        _fail(e)
-    summary = {k: metrics[k] for k in ("val_accuracy", "test_accuracy") if k in metrics}
-    print(
-        f"run.py: {config.experiment} done in {metrics['wall_seconds']:.0f}s: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in summary.items())
-        + f"; artifacts in {metrics['run_dir']}"
-    )
+    for config, metrics, status in results:
+        if metrics is None:
+            print(f"run.py: {config.run_dir()}: {status}")
+            continue
+        summary = {k: metrics[k] for k in ("val_accuracy", "test_accuracy") if k in metrics}
+        print(f"run.py: {metrics['run_dir']} ({status}): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+    print(f"run.py: report: {report_path}")
 
 
 if __name__ == "__main__":

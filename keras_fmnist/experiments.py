@@ -63,6 +63,8 @@ class RunConfig:
             parts.append(f"stem-{self.stem}")
         if self.torchvision_weights:
             parts.append("tvinit")
+        if self.train_on_full:
+            parts.append("trainval")
         parts.append(f"e{self.epochs}")
         parts.append(f"seed{self.seed}")
         if self.train_limit:
@@ -97,13 +99,41 @@ def prepare_data(config):
     }
 
 
+# MixUp's alpha is the paper's ImageNet value, CutMix's the CutMix paper's default (the study
+# does not state its own).
+MIXUP_ALPHA = 0.2
+CUTMIX_ALPHA = 1.0
+
+
 def make_augment_layer(name, seed):
     """The training-batch augmentation named by `--augment` (None for "none")."""
-    if name == "none":
-        return None
     from keras_fmnist import augment
 
-    return augment.from_name(name, seed=seed)
+    layers = {
+        "none": lambda: None,
+        "basic": lambda: augment.BasicAugment(seed=seed),
+        "mixup": lambda: augment.MixUp(alpha=MIXUP_ALPHA, seed=seed),
+        "cutmix": lambda: augment.CutMix(alpha=CUTMIX_ALPHA, seed=seed),
+    }
+    if name not in layers:
+        raise ValueError(f"augment must be one of {', '.join(layers)}; got {name!r}")
+    return layers[name]()
+
+
+def write_augment_samples(config, count=16):
+    """A grid of `count` augmented training images with their label weights."""
+    layer = make_augment_layer(config.augment, config.seed)
+    data = prepare_data(config)
+    x, y = data["train"]
+    batch = {"images": pipeline.to_model_inputs(x[:count]),
+             "labels": pipeline.one_hot(y[:count])}
+    out = layer(batch, training=True) if layer is not None else batch
+    path = os.path.join(config.artifacts_dir, config.experiment,
+                        f"samples_{config.augment}.png")
+    plots.sample_grid(keras.ops.convert_to_numpy(out["images"]),
+                      keras.ops.convert_to_numpy(out["labels"]), path,
+                      title=f"{config.augment} augmentation")
+    return path
 
 
 def build_model(config, mean=None, variance=None):
@@ -223,3 +253,38 @@ def run_training(config, extra_callbacks=()):
         metrics["torchvision_weights"] = {k: len(v) for k, v in weights_report.items()}
     artifacts.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
+
+
+def run_experiment(experiment, base, layers=None, augment=None, regularizer="dropblock",
+                   p="0.1", force=False, log=print):
+    """Plans, trains (resumably) and reports one experiment of the study.
+
+    Args:
+        experiment: a name from `study.EXPERIMENTS`; "report" only rewrites the report.
+        base: a RunConfig with the shared settings.
+        layers, augment, regularizer, p: the experiment's choices (see `study.plan`).
+        force: retrain runs that already finished.
+        log: where plan and progress go.
+
+    Returns:
+        (results, report_path): results as `sweep.run_sweep` returns them.
+    """
+    from keras_fmnist import report
+    from keras_fmnist import study
+    from keras_fmnist import sweep
+
+    results = []
+    if experiment != "report":
+        configs = study.plan(experiment, base, layers=layers, augment=augment,
+                             regularizer=regularizer, p=p)
+        data = prepare_data(configs[0])
+        n_train, n_val = len(data["train"][1]), len(data["val"][1])
+        results = sweep.run_sweep(
+            configs, run_training, n_train, n_val, force=force,
+            skip=lambda c: None if study.trainable(c) else "not trainable (p = 1.0)", log=log,
+        )
+        if experiment == "augment":
+            for config in configs:
+                if config.augment != "none":
+                    write_augment_samples(config)
+    return results, report.write_report(base.artifacts_dir)

@@ -92,3 +92,71 @@ def sample_grid(images, soft_labels, path, title="", columns=8):
     fig.suptitle(title)
     artifacts.save_figure(fig, path)
     plt.close(fig)
+
+
+def metric_per_run(histories, metric, path, title, ylabel=None):
+    """One line per run of `history[metric]` against epoch (e.g. val accuracy per config)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, history in histories.items():
+        values = history.get(metric, [])
+        ax.plot(np.arange(1, len(values) + 1), values, marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel or metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    artifacts.save_figure(fig, path)
+    plt.close(fig)
+
+
+def train_val_per_run(histories, metric, path, title):
+    """Training and validation `metric` per run, side by side (the study's Figures 10-11)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, key, name in zip(axes, (metric, f"val_{metric}"), ("training", "validation")):
+        for label, history in histories.items():
+            values = history.get(key, [])
+            ax.plot(np.arange(1, len(values) + 1), values, marker="o", label=label)
+        ax.set_title(f"{name} {metric}")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    artifacts.save_figure(fig, path)
+    plt.close(fig)
+
+
+def accuracy_vs_p(series, path, title="Validation accuracy vs p"):
+    """series: {regulariser: [(p, best val accuracy), ...]}."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in series.items():
+        points = sorted(points)
+        ax.plot([p for p, _ in points], [a for _, a in points], marker="o", label=label)
+    ax.set_xlabel("p")
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    artifacts.save_figure(fig, path)
+    plt.close(fig)
+
+
+def accuracy_bars(values, path, title="Test accuracy", reference=None):
+    """values: {label: accuracy}; reference: {label: the study's accuracy} drawn beside."""
+    labels = list(values)
+    x = np.arange(len(labels))
+    width = 0.38 if reference else 0.6
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(labels)), 4.5))
+    bars = ax.bar(x - (width / 2 if reference else 0), [values[k] for k in labels], width,
+                  label="this project")
+    ax.bar_label(bars, fmt="%.4f", fontsize=7)
+    if reference:
+        ref = ax.bar(x + width / 2, [reference.get(k, np.nan) for k in labels], width,
+                     label="study")
+        ax.bar_label(ref, fmt="%.4f", fontsize=7)
+        ax.legend()
+    ax.set_xticks(x, labels, rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    artifacts.save_figure(fig, path)
+    plt.close(fig)

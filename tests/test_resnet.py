@@ -122,3 +122,42 @@ def test_invalid_arguments(kwargs, match):
 def test_torchvision_module_name():
     assert resnet.torchvision_module_name("layer2_0_downsample_1") == "layer2.0.downsample.1"
     assert resnet.torchvision_module_name("fc") == "fc"
+
+
+def test_deformed_stage_is_basic_block_then_deform_conv_block():
+    model = keras_fmnist.build_resnet18(deform_layers=(1, 3))
+    names = [layer.name for layer in model.layers]
+    for stage in (1, 3):
+        assert f"layer{stage}_0_conv2" in names  # the stage's BasicBlock stays
+        assert f"layer{stage}_1_deform_conv" in names and f"layer{stage}_1_conv1" not in names
+        deform = model.get_layer(f"layer{stage}_1_deform_conv")
+        assert deform.modulated and deform.kernel_size == (3, 3)
+    assert "layer2_1_conv1" in names and "layer2_1_deform_conv" not in names
+    assert model.get_layer("layer3_1_relu").output.shape[1:] == (2, 2, 256)
+
+
+def test_regularised_blocks():
+    dropblock = keras_fmnist.build_resnet18(regularizer="dropblock", p=0.2, block_size=5,
+                                            seed=0)
+    drops = [l for l in dropblock.layers if isinstance(l, keras_fmnist.layers.DropBlock2D)]
+    assert len(drops) == 12 and {(l.rate, l.block_size) for l in drops} == {(0.2, 5)}
+    assert len({l.seed for l in drops}) == 12  # distinct masks per layer
+    stodepth = keras_fmnist.build_resnet18(regularizer="stodepth", p=0.3,
+                                           stochastic_depth_rule="linear")
+    rates = [l.rate for l in stodepth.layers
+             if isinstance(l, keras_fmnist.layers.StochasticDepth)]
+    np.testing.assert_allclose(rates, [0.3 * i / 6 for i in range(1, 7)])
+    uniform = keras_fmnist.build_resnet18(regularizer="stodepth", p=0.3)
+    assert {l.rate for l in uniform.layers
+            if isinstance(l, keras_fmnist.layers.StochasticDepth)} == {0.3}
+
+
+def test_model_with_every_custom_layer_round_trips(tmp_path):
+    model = keras_fmnist.build_resnet18(deform_layers=(1, 2, 3), regularizer="dropblock",
+                                        seed=0, deform_implementation="keras")
+    x = np.random.default_rng(2).uniform(size=(2, 28, 28, 1)).astype("float32")
+    model.save(tmp_path / "all.keras")
+    loaded = keras.saving.load_model(tmp_path / "all.keras")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(x, training=False)),
+        keras.ops.convert_to_numpy(loaded(x, training=False)), atol=1e-6)
