@@ -17,6 +17,9 @@ variant.
 
 import keras
 
+from keras_fmnist.layers.fast_batch_normalization import FastBatchNormalization
+from keras_fmnist.layers.fast_conv2d import FastConv2D
+
 STEMS = ("imagenet", "cifar")
 REGULARIZERS = (None, "dropblock", "stodepth")
 STOCHASTIC_DEPTH_RULES = ("uniform", "linear")
@@ -32,7 +35,7 @@ def torchvision_module_name(layer_name):
 
 
 def _bn(name, axis):
-    return keras.layers.BatchNormalization(
+    return FastBatchNormalization(
         axis=axis, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name
     )
 
@@ -45,7 +48,7 @@ def _conv(x, filters, kernel_size, strides, name, data_format):
         padding = "valid"
     else:
         padding = "same" if pad else "valid"
-    return keras.layers.Conv2D(
+    return FastConv2D(
         filters,
         kernel_size,
         strides=strides,
@@ -96,7 +99,7 @@ def basic_block(x, filters, strides, name, options):
     in_filters = x.shape[channel_axis]
     shortcut = x
     if strides != 1 or in_filters != filters:
-        shortcut = keras.layers.Conv2D(
+        shortcut = FastConv2D(
             filters,
             1,
             strides=strides,
@@ -129,7 +132,13 @@ def _drop_block(x, name, options, seed_offset):
     from keras_fmnist.layers.drop_block import DropBlock2D
 
     rate, block_size = options.drop_block
-    return DropBlock2D(rate, block_size=block_size, seed=options.layer_seed(seed_offset), name=name)(x)
+    return DropBlock2D(
+        rate,
+        block_size=block_size,
+        seed=options.layer_seed(seed_offset),
+        data_format=options.data_format,
+        name=name,
+    )(x)
 
 
 def deform_conv_block(x, filters, name, options):

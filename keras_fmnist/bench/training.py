@@ -1,0 +1,273 @@
+"""Training and inference throughput: Keras (`build_resnet18` + `compile_model`) vs plain PyTorch.
+
+The plain-PyTorch reference is what the study ran: torchvision's resnet18 with a 1-channel
+stem, layer4 removed and a 256 -> 10 head, `torch.optim.Adam(lr=3e-4)` with its defaults,
+cross-entropy on soft targets, eager mode, NCHW. With `deform_layers` the reference swaps the
+second block of those stages for `TorchDeformConvBlock` (DCNv2 through
+`torchvision.ops.deform_conv2d`), as `build_resnet18(deform_layers=...)` does on the Keras side.
+
+Both sides train on the same random batch (and the same CutMix layer, applied to the batch
+before each step on both sides, when `cutmix=True`), in one process, interleaved
+A B A B ... so that load from other processes hits both alike; warm-up steps are excluded and
+each repetition times `steps` optimizer steps. Throughput is reported per wall-clock second and
+per process-CPU second (the latter is much steadier on a shared machine when torch runs
+one thread); the ratio is the median of the per-repetition ratios.
+"""
+
+import statistics
+import time
+
+import numpy as np
+
+import keras_fmnist  # noqa: F401  (sets the default backend before keras loads)
+import keras
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def torch_deform_conv_block(channels):
+    """The study's DeformConvBlock in plain torch, with DCNv2 done right (see SPEC.md)."""
+    torch = _torch()
+    import torchvision.ops
+
+    class TorchDeformConvBlock(torch.nn.Module):
+        """Offset/mask conv (2*k*k + k*k channels, zero-initialised), DCNv2 3x3, BN, ReLU."""
+
+        def __init__(self, channels, kernel_size=3):
+            super().__init__()
+            taps = kernel_size * kernel_size
+            self.taps = taps
+            self.padding = (kernel_size - 1) // 2
+            self.offset_conv = torch.nn.Conv2d(
+                channels, 3 * taps, kernel_size, padding=self.padding
+            )
+            # Offsets 0 and masks sigmoid(0) = 0.5: training starts from a plain convolution.
+            torch.nn.init.zeros_(self.offset_conv.weight)
+            torch.nn.init.zeros_(self.offset_conv.bias)
+            self.weight = torch.nn.Parameter(
+                torch.empty(channels, channels, kernel_size, kernel_size)
+            )
+            torch.nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+            self.bn = torch.nn.BatchNorm2d(channels)
+
+        def forward(self, x):
+            out = self.offset_conv(x)
+            offset = out[:, : 2 * self.taps]
+            mask = torch.sigmoid(out[:, 2 * self.taps :])
+            y = torchvision.ops.deform_conv2d(
+                x, offset, self.weight, padding=self.padding, mask=mask
+            )
+            return torch.relu(self.bn(y))
+
+    return TorchDeformConvBlock(channels)
+
+
+def torch_resnet18(num_classes=10, deform_layers=()):
+    """torchvision resnet18 with the study's surgery (and deformable stages if asked)."""
+    torch = _torch()
+    import torchvision
+
+    model = torchvision.models.resnet18(weights=None)
+    model.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    model.layer4 = torch.nn.Identity()
+    model.fc = torch.nn.Linear(256, num_classes)
+    for stage in deform_layers:
+        layer = getattr(model, f"layer{stage}")
+        layer[1] = torch_deform_conv_block(64 * 2 ** (stage - 1))
+    return model
+
+
+def _batch(batch_size, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch_size, 28, 28, 1), dtype=np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch_size)]
+    return x, y
+
+
+def _cutmix_fn(enabled, seed):
+    if not enabled:
+        return lambda x, y: (x, y)
+    from keras_fmnist.augment import CutMix
+
+    layer = CutMix(alpha=1.0, seed=seed)
+
+    def apply(x, y):
+        out = layer({"images": x, "labels": y}, training=True)
+        return out["images"], out["labels"]
+
+    return apply
+
+
+def make_torch_step(batch_size, deform_layers=(), cutmix=False, device="cpu", seed=0):
+    """A callable running one plain-PyTorch training step (the study's loop body)."""
+    torch = _torch()
+    torch.manual_seed(seed)
+    model = torch_resnet18(deform_layers=deform_layers).to(device)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x, y = _batch(batch_size, seed)
+    mix = _cutmix_fn(cutmix, seed)
+
+    def step():
+        xb, yb = mix(x, y)
+        xb = torch.as_tensor(keras.ops.convert_to_numpy(xb)).permute(0, 3, 1, 2).to(device)
+        yb = torch.as_tensor(keras.ops.convert_to_numpy(yb)).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+        return loss.item()  # the study logs the loss every step: a host sync, as in Keras
+
+    def infer():
+        with torch.no_grad():
+            model.eval()
+            xb = torch.as_tensor(x).permute(0, 3, 1, 2).to(device)
+            out = model(xb).cpu()
+            model.train()
+        return out
+
+    return step, infer, model
+
+
+def make_keras_step(batch_size, deform_layers=(), cutmix=False, seed=0, data_format=None):
+    """A callable running one `train_on_batch` of the project's compiled model."""
+    from keras_fmnist.models import build_resnet18
+    from keras_fmnist.training import compile_model
+
+    keras.utils.set_random_seed(seed)
+    kwargs = {} if data_format is None else {"data_format": data_format}
+    model = build_resnet18(deform_layers=deform_layers, **kwargs)
+    compile_model(model)
+    x, y = _batch(batch_size, seed)
+    mix = _cutmix_fn(cutmix, seed)
+
+    def step():
+        xb, yb = mix(x, y)
+        return model.train_on_batch(xb, yb)
+
+    def infer():
+        return model.predict_on_batch(x)
+
+    return step, infer, model
+
+
+def _time(fn, steps):
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _summary(values):
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+    }
+
+
+def compare(
+    batch_size=128,
+    repeats=5,
+    steps=3,
+    warmup=2,
+    deform_layers=(),
+    cutmix=False,
+    device="cpu",
+    inference=True,
+    seed=0,
+):
+    """Keras vs plain PyTorch training (and inference) throughput, interleaved.
+
+    Args:
+        batch_size: images per step, both sides.
+        repeats: timed repetitions per side (median and spread are reported).
+        steps: optimizer steps per repetition.
+        warmup: untimed steps per side first.
+        deform_layers: deformable stages (1-based), both sides.
+        cutmix: apply `keras_fmnist.augment.CutMix` to each batch, both sides.
+        device: "cpu" or "cuda" (torch backend only for "cuda").
+        inference: also time `predict_on_batch` vs `torch.no_grad()` forward.
+
+    Returns:
+        A dict with images/s (wall and CPU) of each side, their ratios (keras / torch,
+        median over repetitions) and the setting.
+    """
+    if device == "cuda" and keras.backend.backend() != "torch":
+        raise ValueError("device='cuda' needs the torch backend")
+    sides = {
+        "torch": make_torch_step(batch_size, deform_layers, cutmix, device, seed),
+        "keras": make_keras_step(batch_size, deform_layers, cutmix, seed),
+    }
+    for step, _, _ in sides.values():
+        for _ in range(warmup):
+            step()
+    modes = [("train", 0)] + ([("inference", 1)] if inference else [])
+    result = {
+        "benchmark": "training throughput",
+        "backend": keras.backend.backend(),
+        "device": device,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "steps": steps,
+        "warmup": warmup,
+        "deform_layers": list(deform_layers),
+        "cutmix": bool(cutmix),
+        "torch_threads": _torch().get_num_threads(),
+    }
+    for mode, index in modes:
+        if mode == "inference":
+            for entry in sides.values():
+                entry[1]()
+        wall = {name: [] for name in sides}
+        cpu = {name: [] for name in sides}
+        for _ in range(repeats):
+            for name, entry in sides.items():
+                w, c = _time(entry[index], steps)
+                wall[name].append(batch_size * steps / w)
+                cpu[name].append(batch_size * steps / c if c > 0 else float("inf"))
+        result[mode] = {
+            "images_per_s": {n: _summary(v) for n, v in wall.items()},
+            "images_per_cpu_s": {n: _summary(v) for n, v in cpu.items()},
+            "ratio_wall": statistics.median(
+                k / t for k, t in zip(wall["keras"], wall["torch"])
+            ),
+            "ratio_cpu": statistics.median(
+                k / t for k, t in zip(cpu["keras"], cpu["torch"])
+            ),
+        }
+    return result
+
+
+def peak_rss_mb():
+    """This process's peak resident set size in MiB (Linux /proc, else getrusage)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def train_only_peak_rss(side, batch_size=128, steps=3, deform_layers=(), cutmix=False,
+                        device="cpu"):
+    """Peak RSS (MiB) of a process that builds and trains one side only (run it alone)."""
+    if side == "torch":
+        step = make_torch_step(batch_size, deform_layers, cutmix, device)[0]
+    elif side == "keras":
+        step = make_keras_step(batch_size, deform_layers, cutmix)[0]
+    else:
+        raise ValueError(f"side must be 'torch' or 'keras'; got {side!r}")
+    for _ in range(steps):
+        step()
+    return peak_rss_mb()
