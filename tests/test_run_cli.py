@@ -98,3 +98,39 @@ def test_smoke_run_writes_artifacts(tmp_path):
     logits = model.predict(pipeline.to_model_inputs(x_test[:200]), verbose=0)
     accuracy = float(np.mean(np.argmax(logits, -1) == y_test[:200]))
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+
+SMOKE = ["--train_limit=256", "--test_limit=64", "--epochs=1", "--batch_size=64", "--verbose=0"]
+
+
+@pytest.mark.torch_only  # the jax pass proves the CLI with the baseline smoke run above
+def test_deform_run_then_resume_skips_it(tmp_path):
+    args = ["--experiment=deform", "--layers=1,3", *SMOKE, f"--artifacts_dir={tmp_path}"]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "plan: 1 run(s), 0 already finished, 1 to train" in first.stdout
+    run_dir = tmp_path / "deform" / "aug-cutmix_deform-1-3_e1_seed0_n256"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["config"]["deform_layers"] == [1, 3] and metrics["config"]["augment"] == "cutmix"
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "plan: 1 run(s), 1 already finished, 0 to train" in second.stdout
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics  # untouched
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## 3. Deformable stages" in report and "| 1+3 |" in report
+
+
+@pytest.mark.torch_only
+def test_regularize_and_final_runs(tmp_path):
+    reg = run_cli("--experiment=regularize", "--regularizer=dropblock", "--p=0.2",
+                  "--layers=none", *SMOKE, f"--artifacts_dir={tmp_path}")
+    assert reg.returncode == 0, reg.stderr[-3000:]
+    metrics = json.loads(next((tmp_path / "regularize").glob("*/metrics.json")).read_text())
+    assert metrics["config"]["regularizer"] == "dropblock" and metrics["config"]["p"] == 0.2
+    final = run_cli("--experiment=final", "--layers=none", *SMOKE, f"--artifacts_dir={tmp_path}")
+    assert final.returncode == 0, final.stderr[-3000:]
+    run_dir = next((tmp_path / "final").glob("*trainval*"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["split"]["val"] == 0 and metrics["split"]["train"] == 256
+    assert "val_accuracy" not in metrics and 0 <= metrics["test_accuracy"] <= 1
+    assert (run_dir / "predictions.png").stat().st_size > 0
