@@ -1,11 +1,11 @@
 """Training-time schedules of regularisation strength."""
 
-import numbers
 import warnings
 
 import keras
 
 from keras_fmnist.layers.drop_block import DropBlock2D
+from keras_fmnist.layers.validation import validate_positive_int
 
 
 class DropBlockSchedule(keras.callbacks.Callback):
@@ -51,16 +51,7 @@ class DropBlockSchedule(keras.callbacks.Callback):
 
     def __init__(self, total_steps=None):
         super().__init__()
-        if total_steps is not None and (
-            isinstance(total_steps, bool)
-            or not isinstance(total_steps, numbers.Integral)
-            or total_steps < 1
-        ):
-            raise ValueError(
-                "Invalid value received for argument `total_steps`. Expected an "
-                f"integer >= 1 or None. Received: total_steps={total_steps!r}"
-            )
-        self.total_steps = None if total_steps is None else int(total_steps)
+        self.total_steps = validate_positive_int("total_steps", total_steps, allow_none=True)
         self.step = 0
         self._layers = []
         self._applied_fraction = None

@@ -1,13 +1,12 @@
 """The study's "basic" augmentation: padded random crop, random horizontal and vertical flip."""
 
 import keras
-from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (  # noqa: E501
-    BaseImagePreprocessingLayer,
-)
+
+from keras_fmnist.augment.base import ClassificationAugmentation
 
 
 @keras.saving.register_keras_serializable(package="keras_fmnist")
-class BasicAugment(BaseImagePreprocessingLayer):
+class BasicAugment(ClassificationAugmentation):
     """Padded random crop + independent random horizontal and vertical flips, per sample.
 
     For each sample independently (the torchvision recipe the study used:
@@ -56,8 +55,6 @@ class BasicAugment(BaseImagePreprocessingLayer):
     out["images"].shape  # (8, 28, 28, 1); out["labels"] is `labels`
     ```
     """
-
-    _USE_BASE_FACTOR = False
 
     def __init__(
         self,
@@ -167,15 +164,6 @@ class BasicAugment(BaseImagePreprocessingLayer):
 
     def transform_labels(self, labels, transformation, training=True):
         return labels
-
-    def transform_bounding_boxes(self, bounding_boxes, transformation, training=True):
-        raise NotImplementedError("BasicAugment does not transform bounding boxes.")
-
-    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
-        raise NotImplementedError("BasicAugment does not transform segmentation masks.")
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         config = super().get_config()

@@ -1,13 +1,9 @@
 """CutMix (Yun et al. 2019) as a Keras image preprocessing layer, with exact label weights."""
 
 import keras
-from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (  # noqa: E501
-    BaseImagePreprocessingLayer,
-)
 
+from keras_fmnist.augment.mixup import MixingAugmentation
 from keras_fmnist.augment.mixup import draw_mixing
-from keras_fmnist.augment.mixup import mix_labels
-from keras_fmnist.augment.mixup import validate_mixing_args
 
 
 def cutmix_boxes(backend, lam, centre_y, centre_x, height, width):
@@ -62,7 +58,7 @@ def _uniform_centres(backend, draws, height, width, seed):
 
 
 @keras.saving.register_keras_serializable(package="keras_fmnist")
-class CutMix(BaseImagePreprocessingLayer):
+class CutMix(MixingAugmentation):
     """CutMix: paste a random box of a partner image and mix labels by exact pixel area.
 
     Yun et al. 2019, "CutMix: Regularization Strategy to Train Strong Classifiers with
@@ -113,8 +109,6 @@ class CutMix(BaseImagePreprocessingLayer):
     ```
     """
 
-    _USE_BASE_FACTOR = False
-
     def __init__(
         self,
         alpha=1.0,
@@ -124,33 +118,19 @@ class CutMix(BaseImagePreprocessingLayer):
         data_format=None,
         **kwargs,
     ):
-        super().__init__(data_format=data_format, **kwargs)
-        validate_mixing_args(self.__class__.__name__, alpha, probability)
-        self.alpha = float(alpha)
-        self.probability = float(probability)
-        self.per_sample = bool(per_sample)
-        self.seed = seed
-        self.generator = keras.random.SeedGenerator(seed)
+        super().__init__(alpha, probability, per_sample, seed, data_format=data_format, **kwargs)
         if self.data_format == "channels_first":
             self._height_axis, self._width_axis = -2, -1
         else:
             self._height_axis, self._width_axis = -3, -2
 
-    def get_random_transformation(self, data, training=True, seed=None):
-        if not training:
-            return None
-        images = data["images"] if isinstance(data, dict) else data
-        shape = self.backend.shape(images)
-        if len(shape) != 4:
-            return None
+    def _draw_transformation(self, shape, seed):
         height, width = shape[self._height_axis], shape[self._width_axis]
         if not isinstance(height, int) or not isinstance(width, int):
             raise ValueError(
                 "CutMix needs static image height and width. "
                 f"Received: images.shape={shape}"
             )
-        if seed is None:
-            seed = self._get_seed_generator(self.backend._backend)
         batch_size = shape[0]
         permutation, lam = draw_mixing(
             self.backend,
@@ -203,29 +183,3 @@ class CutMix(BaseImagePreprocessingLayer):
         )
         partner = self.backend.numpy.take(images, transformation["permutation"], axis=0)
         return self.backend.numpy.where(mask, partner, images)
-
-    def transform_labels(self, labels, transformation, training=True):
-        if not training or transformation is None:
-            return labels
-        return mix_labels(self.backend, labels, transformation, self.compute_dtype)
-
-    def transform_bounding_boxes(self, bounding_boxes, transformation, training=True):
-        raise NotImplementedError("CutMix does not transform bounding boxes.")
-
-    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
-        raise NotImplementedError("CutMix does not transform segmentation masks.")
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "alpha": self.alpha,
-                "probability": self.probability,
-                "per_sample": self.per_sample,
-                "seed": self.seed,
-            }
-        )
-        return config

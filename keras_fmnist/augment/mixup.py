@@ -1,14 +1,14 @@
 """MixUp (Zhang et al. 2017) as a Keras image preprocessing layer.
 
-Also holds the two pieces CutMix shares with it: `sample_beta`, a Beta(alpha, alpha)
-sampler that stays correct for tiny alpha on every backend, and `draw_mixing`, which draws
-the pairing permutation, the mixing weights and the per-sample "mix at all?" gate.
+Also holds what CutMix shares with it: `sample_beta`, a Beta(alpha, alpha) sampler that
+stays correct for tiny alpha on every backend, `draw_mixing`, which draws the pairing
+permutation, the mixing weights and the per-sample "mix at all?" gate, and
+`MixingAugmentation`, their common base layer (arguments, config and label rule).
 """
 
 import keras
-from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (  # noqa: E501
-    BaseImagePreprocessingLayer,
-)
+
+from keras_fmnist.augment.base import ClassificationAugmentation
 
 # Smallest uniform draw fed to log(): keeps log(U) finite without changing the distribution
 # in any measurable way (P(U < 1e-30) is below float32 resolution anyway).
@@ -132,8 +132,61 @@ def mix_labels(backend, labels, transformation, dtype):
     return lam * labels + (1.0 - lam) * partner
 
 
+class MixingAugmentation(ClassificationAugmentation):
+    """Base of `MixUp` and `CutMix`: pairs each sample of a batch with a random partner.
+
+    Holds their shared arguments (`alpha`, `probability`, `per_sample`, `seed`; see either
+    layer), their config and the label rule of both papers (`mix_labels`). A subclass
+    draws its transformation in `_draw_transformation` and applies it in
+    `transform_images`; the transformation's `"permutation"` and `"lam"` entries are what
+    `transform_labels` mixes the labels with.
+    """
+
+    def __init__(self, alpha, probability, per_sample, seed, data_format=None, **kwargs):
+        super().__init__(data_format=data_format, **kwargs)
+        validate_mixing_args(self.__class__.__name__, alpha, probability)
+        self.alpha = float(alpha)
+        self.probability = float(probability)
+        self.per_sample = bool(per_sample)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        if not training:
+            return None
+        images = data["images"] if isinstance(data, dict) else data
+        shape = self.backend.shape(images)
+        if len(shape) != 4:
+            # A single unbatched image has no partner to be mixed with.
+            return None
+        if seed is None:
+            seed = self._get_seed_generator(self.backend._backend)
+        return self._draw_transformation(shape, seed)
+
+    def _draw_transformation(self, shape, seed):
+        """The transformation of a batch of `shape` (4 entries, static or dynamic)."""
+        raise NotImplementedError
+
+    def transform_labels(self, labels, transformation, training=True):
+        if not training or transformation is None:
+            return labels
+        return mix_labels(self.backend, labels, transformation, self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "alpha": self.alpha,
+                "probability": self.probability,
+                "per_sample": self.per_sample,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
 @keras.saving.register_keras_serializable(package="keras_fmnist")
-class MixUp(BaseImagePreprocessingLayer):
+class MixUp(MixingAugmentation):
     """MixUp: convex combinations of pairs of samples and of their labels.
 
     Zhang et al. 2017, "mixup: Beyond Empirical Risk Minimization"
@@ -185,8 +238,6 @@ class MixUp(BaseImagePreprocessingLayer):
     ```
     """
 
-    _USE_BASE_FACTOR = False
-
     def __init__(
         self,
         alpha=0.2,
@@ -196,23 +247,9 @@ class MixUp(BaseImagePreprocessingLayer):
         data_format=None,
         **kwargs,
     ):
-        super().__init__(data_format=data_format, **kwargs)
-        validate_mixing_args(self.__class__.__name__, alpha, probability)
-        self.alpha = float(alpha)
-        self.probability = float(probability)
-        self.per_sample = bool(per_sample)
-        self.seed = seed
-        self.generator = keras.random.SeedGenerator(seed)
+        super().__init__(alpha, probability, per_sample, seed, data_format=data_format, **kwargs)
 
-    def get_random_transformation(self, data, training=True, seed=None):
-        if not training:
-            return None
-        images = data["images"] if isinstance(data, dict) else data
-        shape = self.backend.shape(images)
-        if len(shape) != 4:
-            return None
-        if seed is None:
-            seed = self._get_seed_generator(self.backend._backend)
+    def _draw_transformation(self, shape, seed):
         permutation, lam = draw_mixing(
             self.backend,
             shape[0],
@@ -233,29 +270,3 @@ class MixUp(BaseImagePreprocessingLayer):
         )
         partner = self.backend.numpy.take(images, transformation["permutation"], axis=0)
         return lam * images + (1.0 - lam) * partner
-
-    def transform_labels(self, labels, transformation, training=True):
-        if not training or transformation is None:
-            return labels
-        return mix_labels(self.backend, labels, transformation, self.compute_dtype)
-
-    def transform_bounding_boxes(self, bounding_boxes, transformation, training=True):
-        raise NotImplementedError("MixUp does not transform bounding boxes.")
-
-    def transform_segmentation_masks(self, segmentation_masks, transformation, training=True):
-        raise NotImplementedError("MixUp does not transform segmentation masks.")
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "alpha": self.alpha,
-                "probability": self.probability,
-                "per_sample": self.per_sample,
-                "seed": self.seed,
-            }
-        )
-        return config

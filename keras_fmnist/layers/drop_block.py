@@ -11,33 +11,10 @@ import numbers
 import keras
 from keras import ops
 
+from keras_fmnist.layers.validation import validate_positive_int
+from keras_fmnist.layers.validation import validate_rate
+
 _DATA_FORMATS = ("channels_last", "channels_first")
-
-
-def _validate_rate(rate):
-    if (
-        isinstance(rate, bool)
-        or not isinstance(rate, numbers.Real)
-        or not 0.0 <= rate < 1.0
-    ):
-        raise ValueError(
-            "Invalid value received for argument `rate`. Expected a float in "
-            f"[0, 1) (0 <= rate < 1). Received: rate={rate!r}"
-        )
-    return float(rate)
-
-
-def _validate_block_size(block_size):
-    if (
-        isinstance(block_size, bool)
-        or not isinstance(block_size, numbers.Integral)
-        or block_size < 1
-    ):
-        raise ValueError(
-            "Invalid value received for argument `block_size`. Expected an "
-            f"integer >= 1. Received: block_size={block_size!r}"
-        )
-    return int(block_size)
 
 
 def _standardize_data_format(data_format):
@@ -120,9 +97,9 @@ def drop_block2d(inputs, rate, block_size, seed=None, data_format="channels_last
     ```
     """
     data_format = _standardize_data_format(data_format)
-    block_size = _validate_block_size(block_size)
+    block_size = validate_positive_int("block_size", block_size)
     if isinstance(rate, numbers.Real):
-        _validate_rate(rate)
+        validate_rate(rate)
     height, width = _spatial_size(tuple(inputs.shape), data_format)
     h_axis, w_axis = (1, 2) if data_format == "channels_last" else (2, 3)
 
@@ -207,8 +184,8 @@ class DropBlock2D(keras.layers.Layer):
 
     def __init__(self, rate, block_size=7, seed=None, data_format=None, **kwargs):
         super().__init__(**kwargs)
-        self.rate = _validate_rate(rate)
-        self.block_size = _validate_block_size(block_size)
+        self.rate = validate_rate(rate)
+        self.block_size = validate_positive_int("block_size", block_size)
         self.seed = seed
         self.data_format = _standardize_data_format(data_format)
         self.seed_generator = keras.random.SeedGenerator(seed)

@@ -6,23 +6,11 @@ branch just before the addition, and `stochastic_depth_rates` the paper's linear
 for the per-block drop rates.
 """
 
-import numbers
-
 import keras
 from keras import ops
 
-
-def _validate_rate(rate):
-    if (
-        isinstance(rate, bool)
-        or not isinstance(rate, numbers.Real)
-        or not 0.0 <= rate < 1.0
-    ):
-        raise ValueError(
-            "Invalid value received for argument `rate`. Expected a float in "
-            f"[0, 1) (0 <= rate < 1). Received: rate={rate!r}"
-        )
-    return float(rate)
+from keras_fmnist.layers.validation import validate_positive_int
+from keras_fmnist.layers.validation import validate_rate
 
 
 def stochastic_depth_rates(rate, num_blocks):
@@ -48,16 +36,8 @@ def stochastic_depth_rates(rate, num_blocks):
     [0.125, 0.25, 0.375, 0.5]
     ```
     """
-    rate = _validate_rate(rate)
-    if (
-        isinstance(num_blocks, bool)
-        or not isinstance(num_blocks, numbers.Integral)
-        or num_blocks < 1
-    ):
-        raise ValueError(
-            "Invalid value received for argument `num_blocks`. Expected an "
-            f"integer >= 1. Received: num_blocks={num_blocks!r}"
-        )
+    rate = validate_rate(rate)
+    validate_positive_int("num_blocks", num_blocks)
     return [rate * layer / num_blocks for layer in range(1, num_blocks + 1)]
 
 
@@ -90,7 +70,7 @@ def stochastic_depth(inputs, rate, seed=None):
     y = stochastic_depth(branch, rate=0.2, seed=0)  # each sample: 0 or 1.25
     ```
     """
-    rate = _validate_rate(rate)
+    rate = validate_rate(rate)
     if rate == 0.0:
         return inputs
     keep_prob = 1.0 - rate
@@ -136,7 +116,7 @@ class StochasticDepth(keras.layers.Layer):
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.rate = _validate_rate(rate)
+        self.rate = validate_rate(rate)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
