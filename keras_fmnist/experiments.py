@@ -50,6 +50,7 @@ class RunConfig:
     regularizer: str | None = None
     p: float = 0.1
     block_size: int = 7
+    data_format: str = "channels_last"  # the model's internal layout (speed only)
     train_on_full: bool = False  # the study's final retraining on train + validation
     verbose: int = 2
 
@@ -145,6 +146,7 @@ def build_model(config, mean=None, variance=None):
         block_size=config.block_size,
         input_mean=mean,
         input_variance=variance,
+        data_format=config.data_format,
         seed=config.seed,
     )
     report = None

@@ -161,3 +161,20 @@ def test_model_with_every_custom_layer_round_trips(tmp_path):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(model(x, training=False)),
         keras.ops.convert_to_numpy(loaded(x, training=False)), atol=1e-6)
+
+
+def test_channels_first_gives_the_same_logits():
+    """Both layouts hold the same weights in the same layer order and compute the same thing."""
+    last = keras_fmnist.build_resnet18(deform_layers=(1, 3), deform_implementation="keras")
+    first = keras_fmnist.build_resnet18(deform_layers=(1, 3), deform_implementation="keras",
+                                        data_format="channels_first")
+    rng = np.random.default_rng(4)
+    for layer in last.layers:  # real offsets, not DCNv2's zero start
+        if isinstance(layer, keras_fmnist.layers.DeformConv2D):
+            layer.offset_kernel.assign(
+                rng.normal(0, 0.05, layer.offset_kernel.shape).astype("float32"))
+    first.set_weights(last.get_weights())
+    x = np.random.default_rng(3).uniform(size=(2, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(first(x, training=False)),
+        keras.ops.convert_to_numpy(last(x, training=False)), atol=1e-4)

@@ -98,6 +98,7 @@ def run(args):
         steps=args.steps,
         warmup=args.warmup,
         device=args.device,
+        data_format=args.data_format,
     )
     report["baseline"] = bench_training.compare(**common)
     _print_compare("1+3. ResNet-18 baseline", report["baseline"])
@@ -150,6 +151,9 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads for both sides (0: torch's default)")
+    parser.add_argument("--data-format", choices=("channels_last", "channels_first"),
+                        default=None, help="the Keras model's internal layout "
+                        "(default: build_resnet18's)")
     parser.add_argument("--skip-deform", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--json", default=None, help="write the full report here")

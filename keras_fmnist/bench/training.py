@@ -182,6 +182,7 @@ def compare(
     device="cpu",
     inference=True,
     seed=0,
+    data_format=None,
 ):
     """Keras vs plain PyTorch training (and inference) throughput, interleaved.
 
@@ -194,6 +195,8 @@ def compare(
         cutmix: apply `keras_fmnist.augment.CutMix` to each batch, both sides.
         device: "cpu" or "cuda" (torch backend only for "cuda").
         inference: also time `predict_on_batch` vs `torch.no_grad()` forward.
+        seed: seed of the batch and the models.
+        data_format: the Keras model's internal layout (None: `build_resnet18`'s default).
 
     Returns:
         A dict with images/s (wall and CPU) of each side, their ratios (keras / torch,
@@ -203,7 +206,7 @@ def compare(
         raise ValueError("device='cuda' needs the torch backend")
     sides = {
         "torch": make_torch_step(batch_size, deform_layers, cutmix, device, seed),
-        "keras": make_keras_step(batch_size, deform_layers, cutmix, seed),
+        "keras": make_keras_step(batch_size, deform_layers, cutmix, seed, data_format),
     }
     for step, _, _ in sides.values():
         for _ in range(warmup):
@@ -219,6 +222,7 @@ def compare(
         "warmup": warmup,
         "deform_layers": list(deform_layers),
         "cutmix": bool(cutmix),
+        "keras_data_format": data_format or "channels_last",
         "torch_threads": _torch().get_num_threads(),
     }
     for mode, index in modes:

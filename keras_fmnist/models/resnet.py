@@ -149,8 +149,9 @@ def deform_conv_block(x, filters, name, options):
     """
     from keras_fmnist.layers.deform_conv2d import DeformConv2D
 
-    if options.data_format != "channels_last":
-        raise ValueError("deformable stages need data_format='channels_last'")
+    channels_first = options.data_format == "channels_first"
+    if channels_first:  # DeformConv2D is channels-last: wrap it in two transposes
+        x = keras.layers.Permute((2, 3, 1), name=f"{name}_to_channels_last")(x)
     y = DeformConv2D(
         filters,
         kernel_size=3,
@@ -160,6 +161,8 @@ def deform_conv_block(x, filters, name, options):
         implementation=options.deform_implementation,
         name=f"{name}_deform_conv",
     )(x)
+    if channels_first:
+        y = keras.layers.Permute((3, 1, 2), name=f"{name}_to_channels_first")(y)
     y = _bn(f"{name}_bn", options.channel_axis)(y)
     return keras.layers.ReLU(name=f"{name}_relu")(y)
 
