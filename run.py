@@ -32,10 +32,11 @@ flags.DEFINE_string("p", "0.1", "Drop probability of the regulariser in (0, 1), 
                     "(p = 0.1 .. 1.0 in steps of 0.1).")
 flags.DEFINE_integer("block_size", 7, "DropBlock block size (clamped to the feature map).",
                      lower_bound=1)
-flags.DEFINE_enum("data_format", "channels_last", ("channels_last", "channels_first"),
+flags.DEFINE_enum("data_format", None, ("channels_last", "channels_first"),
                   "Internal layout of the model's layers (same results; a speed choice, see "
-                  "README's Performance section). The model's input is channels-last either "
-                  "way.")
+                  "README's Performance section). Default: channels_first on torch (measured "
+                  "faster), Keras' default elsewhere. The model's input is channels-last "
+                  "either way.")
 flags.DEFINE_boolean("force", False, "Retrain runs that already finished (default: a sweep "
                      "skips them and resumes the rest).")
 flags.DEFINE_integer("epochs", 10, "Maximum training epochs.", lower_bound=1)
