@@ -168,3 +168,8 @@ def test_every_flagfile_parses_and_plans():
         "flags/regularize_dropblock_sweep.cfg": "regularize 10",
         "flags/regularize_stodepth_sweep.cfg": "regularize 10",
     }
+
+
+def test_report_points_to_existing_flagfiles():
+    for name in report.FLAGFILES.values():
+        assert os.path.isfile(os.path.join(ROOT, "flags", name)), name
