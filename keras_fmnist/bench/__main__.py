@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 import keras_fmnist  # noqa: F401
+from keras_fmnist import artifacts
 import keras
 
 from keras_fmnist.bench import training as bench_training
@@ -137,8 +138,7 @@ def run(args):
         for name, sides in memory.items():
             print(f"  {name:18s} keras {sides['keras']:7.0f}   torch {sides['torch']:7.0f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2, default=float)
+        artifacts.write_json(args.json, report)
     return report
 
 

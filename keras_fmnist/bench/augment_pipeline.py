@@ -17,7 +17,6 @@ to compare.
 """
 
 import argparse
-import json
 import statistics
 import time
 
@@ -25,6 +24,7 @@ import keras_fmnist  # noqa: F401  (sets the default backend before keras loads)
 import keras
 import numpy as np
 
+from keras_fmnist import artifacts
 from keras_fmnist.augment import BasicAugment
 from keras_fmnist.augment import CutMix
 from keras_fmnist.augment import MixUp
@@ -231,8 +231,7 @@ def main(argv=None):
             flag = "" if ratio >= 10 else "  <-- below the required 10x"
             print(f"  {name} pipeline / training throughput: {ratio:.1f}x{flag}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        artifacts.write_json(args.json, report)
     return report
 
 

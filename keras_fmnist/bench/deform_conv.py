@@ -16,7 +16,6 @@ implementation this reports on the same backend and device (on an unloaded machi
 """
 
 import argparse
-import json
 import statistics
 import time
 
@@ -24,6 +23,7 @@ import keras_fmnist  # noqa: F401  (sets the default backend before keras loads)
 import keras
 import numpy as np
 
+from keras_fmnist import artifacts
 from keras_fmnist.layers.deform_conv2d import DeformConv2D
 from keras_fmnist.ops.deform_conv import select_implementation
 
@@ -209,8 +209,7 @@ def main(argv=None):
     print(f"  fastest: {report['fastest']}; implementation='auto' picks: {report['auto']}"
           + ("" if report["auto"] == report["fastest"] else "  <-- MISMATCH"))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        artifacts.write_json(args.json, report)
     return report
 
 
