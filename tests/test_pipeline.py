@@ -48,3 +48,17 @@ def test_batches_apply_augmentation_to_the_whole_batch():
     )
     x, _ = batches[0]
     assert calls == [((8, 28, 28, 1), True)] and x.max() == 0
+
+
+def test_public_api_is_reachable_after_one_import():
+    import keras_fmnist
+
+    for name in ("load_fashion_mnist", "build_resnet18", "load_torchvision_weights",
+                 "DatasetError", "CLASS_NAMES"):
+        assert hasattr(keras_fmnist, name), name
+    assert keras_fmnist.ops.deform_conv2d
+    for name in ("DeformConv2D", "DropBlock2D", "StochasticDepth", "stochastic_depth_rates"):
+        assert hasattr(keras_fmnist.layers, name), name
+    for name in ("BasicAugment", "MixUp", "CutMix"):
+        assert hasattr(keras_fmnist.augment, name), name
+    assert keras_fmnist.schedules.DropBlockSchedule

@@ -2,5 +2,6 @@
 from keras_fmnist.layers.deform_conv2d import DeformConv2D  # noqa: F401
 from keras_fmnist.layers.drop_block import DropBlock2D  # noqa: F401
 from keras_fmnist.layers.stochastic_depth import StochasticDepth  # noqa: F401
+from keras_fmnist.layers.stochastic_depth import stochastic_depth_rates  # noqa: F401
 from keras_fmnist.layers.fast_batch_normalization import FastBatchNormalization  # noqa: F401
 from keras_fmnist.layers.fast_conv2d import FastConv2D  # noqa: F401
