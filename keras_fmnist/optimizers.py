@@ -22,6 +22,13 @@ class FusedAdam(keras.optimizers.Adam):
     `keras.optimizers.Adam` unchanged.
     """
 
+    def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):
+        # The fused kernel walks every tensor's memory in order, so each moment must lie in
+        # memory as its weight does (FastConv2D kernels are not C-ordered).
+        if keras.backend.backend() == "torch" and initializer == "zeros":
+            initializer = _ZerosLike(reference_variable)
+        return super().add_variable_from_reference(reference_variable, name, initializer)
+
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         if keras.backend.backend() != "torch":
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
@@ -38,6 +45,10 @@ class FusedAdam(keras.optimizers.Adam):
         exp_avgs = [self._momentums[i].value for i in indices]
         exp_avg_sqs = [self._velocities[i].value for i in indices]
         grads = [g.to(p.dtype) for g, p in zip(grads, params)]
+        if not all(map(_one_memory_order, params, grads, exp_avgs, exp_avg_sqs)):
+            # Not one memory layout (state restored from elsewhere, say): the flat walk would
+            # mix elements, so take Keras' elementwise path, which is layout-agnostic.
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
         # The kernel wants the 1-based step as a float tensor per weight, on its device.
         step = int(self.iterations.value.item()) + 1
         step_tensor = torch.full((), float(step), dtype=torch.float32, device=params[0].device)
@@ -58,3 +69,37 @@ class FusedAdam(keras.optimizers.Adam):
             amsgrad=False,
             maximize=False,
         )
+
+
+class _ZerosLike:
+    """Zeros shaped and laid out in memory like `reference`'s value (torch backend)."""
+
+    def __init__(self, reference):
+        self.reference = reference
+
+    def __call__(self, shape, dtype=None):
+        import torch
+
+        value = self.reference.value
+        if tuple(shape) != tuple(value.shape):
+            return keras.ops.zeros(shape, dtype=dtype)
+        dtype = getattr(torch, keras.backend.standardize_dtype(dtype)) if dtype else None
+        return torch.zeros_like(
+            value.detach(), dtype=dtype, memory_format=torch.preserve_format
+        )
+
+
+def _one_memory_order(*tensors):
+    """True if the tensors walk their elements in one order (size-1 strides don't count)."""
+    first = tensors[0]
+    if all(t.stride() == first.stride() for t in tensors[1:]):  # the usual case, cheap
+        return first.is_contiguous() or _dense(first)
+    orders = {
+        tuple(st for st, n in zip(t.stride(), t.shape) if n > 1) for t in tensors
+    }
+    return len(orders) == 1 and all(map(_dense, tensors))
+
+
+def _dense(t):
+    """No gaps or overlaps: some permutation of `t` is contiguous."""
+    return t.permute(sorted(range(t.dim()), key=t.stride, reverse=True)).is_contiguous()

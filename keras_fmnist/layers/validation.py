@@ -1,4 +1,4 @@
-"""Argument checks shared by the regularisation layers and their schedules.
+"""Argument checks shared by the layers and schedules of this package.
 
 Each raises a ValueError naming the argument, the allowed values and the value received,
 and returns the argument as a plain Python number. bools are rejected although Python
@@ -37,3 +37,22 @@ def validate_positive_int(name, value, allow_none=False):
             f"{allowed}. Received: {name}={value!r}"
         )
     return int(value)
+
+
+def symmetric_padding_pair(value):
+    """None, an int >= 0 or a pair of them, returned as None or a tuple (ph, pw)."""
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, numbers.Integral) else value
+    try:
+        pair = tuple(pair)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or any(
+        isinstance(p, bool) or not isinstance(p, numbers.Integral) or p < 0 for p in pair
+    ):
+        raise ValueError(
+            "Invalid value received for argument `symmetric_padding`. Expected None, an "
+            f"integer >= 0 or a pair of them. Received: symmetric_padding={value!r}"
+        )
+    return tuple(int(p) for p in pair)

@@ -1,0 +1,24 @@
+"""Symmetric spatial padding shared by the layers that pad as torch does."""
+
+import keras
+
+
+def _spatial_axes(data_format):
+    return (1, 2) if data_format == "channels_last" else (2, 3)
+
+
+def pad_symmetric(inputs, padding, data_format, constant_values=0):
+    """Pads (N, H, W, C) or (N, C, H, W) `inputs` by (ph, pw) on both sides of H and W."""
+    pads = [(0, 0)] * 4
+    for axis, p in zip(_spatial_axes(data_format), padding):
+        pads[axis] = (p, p)
+    return keras.ops.pad(inputs, pads, constant_values=constant_values)
+
+
+def padded_shape(input_shape, padding, data_format):
+    """`input_shape` after `pad_symmetric` (unknown sizes stay None)."""
+    shape = list(input_shape)
+    for axis, p in zip(_spatial_axes(data_format), padding):
+        if shape[axis] is not None:
+            shape[axis] += 2 * p
+    return tuple(shape)
