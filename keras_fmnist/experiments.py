@@ -21,6 +21,7 @@ from keras_fmnist import plots
 from keras_fmnist import training
 from keras_fmnist.data import load_fashion_mnist
 from keras_fmnist.models.resnet import build_resnet18
+from keras_fmnist.models.resnet import default_data_format
 from keras_fmnist.models.torchvision_weights import load_torchvision_weights
 
 PREDICTION_GRID_SIZE = 24
@@ -135,18 +136,6 @@ def write_augment_samples(config, count=16):
                       keras.ops.convert_to_numpy(out["labels"]), path,
                       title=f"{config.augment} augmentation")
     return path
-
-
-def default_data_format(backend=None):
-    """The faster internal layout for the backend, by `python -m keras_fmnist.bench`.
-
-    torch (CPU, 2 cores): channels_first trains the baseline at 1006 images/s against 859
-    for channels_last (keras/torch 0.82 vs 0.72), and deformable 1+3 + CutMix at 598 vs 537
-    images/s; results are the same (tests/test_resnet.py). Other backends are unmeasured and
-    keep Keras' own default.
-    """
-    backend = backend or keras.backend.backend()
-    return "channels_first" if backend == "torch" else keras.config.image_data_format()
 
 
 def build_model(config, mean=None, variance=None):

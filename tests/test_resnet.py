@@ -37,7 +37,7 @@ def _logits(keras_model, torch_model, x):
 
 
 def test_shapes_follow_the_study():
-    model = keras_fmnist.build_resnet18()
+    model = keras_fmnist.build_resnet18(data_format="channels_last")
     assert model.output_shape == (None, 10)
     assert model.get_layer("maxpool").output.shape[1:3] == (7, 7)
     assert model.get_layer("layer1_1_relu2").output.shape[1:] == (7, 7, 64)
@@ -51,7 +51,7 @@ def test_shapes_follow_the_study():
 
 
 def test_cifar_stem_keeps_resolution():
-    model = keras_fmnist.build_resnet18(stem="cifar")
+    model = keras_fmnist.build_resnet18(stem="cifar", data_format="channels_last")
     assert model.get_layer("layer1_1_relu2").output.shape[1:] == (28, 28, 64)
 
 
@@ -125,7 +125,7 @@ def test_torchvision_module_name():
 
 
 def test_deformed_stage_is_basic_block_then_deform_conv_block():
-    model = keras_fmnist.build_resnet18(deform_layers=(1, 3))
+    model = keras_fmnist.build_resnet18(deform_layers=(1, 3), data_format="channels_last")
     names = [layer.name for layer in model.layers]
     for stage in (1, 3):
         assert f"layer{stage}_0_conv2" in names  # the stage's BasicBlock stays
@@ -165,7 +165,8 @@ def test_model_with_every_custom_layer_round_trips(tmp_path):
 
 def test_channels_first_gives_the_same_logits():
     """Both layouts hold the same weights in the same layer order and compute the same thing."""
-    last = keras_fmnist.build_resnet18(deform_layers=(1, 3), deform_implementation="keras")
+    last = keras_fmnist.build_resnet18(deform_layers=(1, 3), deform_implementation="keras",
+                                       data_format="channels_last")
     first = keras_fmnist.build_resnet18(deform_layers=(1, 3), deform_implementation="keras",
                                         data_format="channels_first")
     rng = np.random.default_rng(4)
@@ -178,3 +179,85 @@ def test_channels_first_gives_the_same_logits():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(first(x, training=False)),
         keras.ops.convert_to_numpy(last(x, training=False)), atol=1e-4)
+
+
+def test_default_layout_is_the_faster_one_for_the_backend():
+    model = keras_fmnist.build_resnet18()
+    expected = "channels_first" if keras.backend.backend() == "torch" else "channels_last"
+    assert model.get_layer("conv1").data_format == expected
+    assert resnet.default_data_format("torch") == "channels_first"
+
+
+def test_padding_is_torchs_without_padding_layers():
+    model = keras_fmnist.build_resnet18()
+    assert not any(isinstance(l, keras.layers.ZeroPadding2D) for l in model.layers)
+    assert model.get_layer("conv1").symmetric_padding == (3, 3)
+    assert model.get_layer("layer2_0_conv1").symmetric_padding == (1, 1)
+    assert model.get_layer("layer1_0_conv1").padding == "same"  # stride 1: "same" is torch's
+    assert model.get_layer("maxpool").symmetric_padding == (1, 1)
+
+
+def _direct_and_keras_paths(model, x, training):
+    """The model's output (and on torch its gradients) through FastFunctional's direct path
+    and through Keras' own Functional.call, from the same weights and input."""
+    from keras.src.models.functional import Functional
+
+    results = []
+    for call in (model, lambda x, training: Functional.call(model, x, training=training)):
+        if keras.backend.backend() == "torch":
+            for w in model.trainable_weights:
+                w.value.grad = None
+            out = call(keras.ops.convert_to_tensor(x), training=training)
+            (out * keras.ops.arange(10, dtype="float32")).sum().backward()
+            grads = [keras.ops.convert_to_numpy(w.value.grad) for w in model.trainable_weights]
+        else:
+            out, grads = call(x, training=training), []
+        results.append((keras.ops.convert_to_numpy(out), grads))
+    return results
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"deform_layers": (1, 3), "deform_implementation": "keras"},
+    {"regularizer": "stodepth", "p": 0.0},
+    {"data_format": "channels_last", "input_mean": 0.3, "input_variance": 0.1},
+])
+def test_direct_forward_matches_keras_functional_call(kwargs):
+    model = keras_fmnist.build_resnet18(**kwargs)
+    assert isinstance(model, keras_fmnist.models.FastFunctional)
+    if keras.backend.backend() == "torch":
+        assert model._direct_plan() is not None  # the fast path is really taken
+    x = np.random.default_rng(5).uniform(size=(3, 28, 28, 1)).astype("float32")
+    for training in (False, True):
+        (fast, fast_grads), (ref, ref_grads) = _direct_and_keras_paths(model, x, training)
+        np.testing.assert_allclose(fast, ref, atol=1e-5)
+        for a, b in zip(fast_grads, ref_grads):
+            np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_direct_forward_passes_training_to_random_layers():
+    model = keras_fmnist.build_resnet18(regularizer="dropblock", p=0.3, block_size=3, seed=0)
+    x = np.random.default_rng(6).uniform(size=(2, 28, 28, 1)).astype("float32")
+    infer = [keras.ops.convert_to_numpy(model(x, training=False)) for _ in range(2)]
+    np.testing.assert_array_equal(infer[0], infer[1])
+    train = [keras.ops.convert_to_numpy(model(x, training=True)) for _ in range(2)]
+    assert np.abs(train[0] - train[1]).max() > 1e-4  # fresh DropBlock masks per call
+
+
+@pytest.mark.torch_only
+def test_torch_forward_hooks_still_fire():
+    model = keras_fmnist.build_resnet18()
+    seen = []
+    handle = model.get_layer("layer2_1_relu2").register_forward_hook(
+        lambda module, args, out: seen.append(tuple(out.shape)))
+    model(np.zeros((2, 28, 28, 1), "float32"), training=False)
+    handle.remove()
+    assert seen and seen[0][0] == 2
+
+
+def test_fast_functional_round_trips_as_itself(tmp_path):
+    model = keras_fmnist.build_resnet18(stages=1)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert type(loaded) is keras_fmnist.models.FastFunctional
+    assert [l.name for l in loaded.layers] == [l.name for l in model.layers]

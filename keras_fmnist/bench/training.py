@@ -22,6 +22,8 @@ import numpy as np
 import keras_fmnist  # noqa: F401  (sets the default backend before keras loads)
 import keras
 
+from keras_fmnist.models.resnet import default_data_format
+
 
 def _torch():
     import torch
@@ -222,7 +224,7 @@ def compare(
         "warmup": warmup,
         "deform_layers": list(deform_layers),
         "cutmix": bool(cutmix),
-        "keras_data_format": data_format or "channels_last",
+        "keras_data_format": data_format or default_data_format(),
         "torch_threads": _torch().get_num_threads(),
     }
     for mode, index in modes:

@@ -6,9 +6,11 @@ torchvision's resnet18 (He et al. 2015) with the study's adaptations: a 1-channe
 backend registers variables as torch parameters, whose names may not contain ".".
 `torchvision_module_name` maps one to the other, which is what `load_torchvision_weights` uses.
 
-Padding is explicit (`ZeroPadding2D` + "valid") wherever torch pads symmetrically and Keras'
-"same" would not: for a stride-2 convolution over an even-sized map Keras puts the extra row at
-the bottom only, which would shift every feature by half a pixel against torchvision.
+Padding is torch's (`symmetric_padding` of FastConv2D and FastMaxPooling2D) wherever Keras'
+"same" would differ: for a stride-2 convolution over an even-sized map Keras puts the extra row
+at the bottom only, which would shift every feature by half a pixel against torchvision.
+ReLUs run in place (`InplaceReLU`) where torchvision's do: after batch norm and the residual
+addition, whose outputs nothing else reads.
 
 Per-stage block types make the variants: a deformed stage is BasicBlock + DeformConvBlock as the
 study placed it; `regularizer` swaps every BasicBlock for its DropBlock or stochastic-depth
@@ -19,6 +21,9 @@ import keras
 
 from keras_fmnist.layers.fast_batch_normalization import FastBatchNormalization
 from keras_fmnist.layers.fast_conv2d import FastConv2D
+from keras_fmnist.layers.fast_max_pooling2d import FastMaxPooling2D
+from keras_fmnist.layers.inplace_relu import InplaceReLU
+from keras_fmnist.models.fast_functional import FastFunctional
 
 STEMS = ("imagenet", "cifar")
 REGULARIZERS = (None, "dropblock", "stodepth")
@@ -34,6 +39,17 @@ def torchvision_module_name(layer_name):
     return layer_name.replace("_", ".")
 
 
+def default_data_format(backend=None):
+    """The internal layout `build_resnet18` uses when none is given: the faster one.
+
+    torch: channels_first (measured by `python -m keras_fmnist.bench --data-format ...`; the
+    results are the same, tests/test_resnet.py). Other backends are unmeasured and keep
+    Keras' own default, `keras.config.image_data_format()`.
+    """
+    backend = backend or keras.backend.backend()
+    return "channels_first" if backend == "torch" else keras.config.image_data_format()
+
+
 def _bn(name, axis):
     return FastBatchNormalization(
         axis=axis, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name
@@ -43,16 +59,14 @@ def _bn(name, axis):
 def _conv(x, filters, kernel_size, strides, name, data_format):
     """A bias-free convolution padded as torch pads: (k - 1) // 2 on every side."""
     pad = (kernel_size - 1) // 2
-    if pad and strides > 1:
-        x = keras.layers.ZeroPadding2D(pad, data_format=data_format, name=f"{name}_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same" if pad else "valid"
+    # Keras' "same" is torch's padding for stride 1 and an odd kernel, and not otherwise.
+    explicit = pad and strides > 1
     return FastConv2D(
         filters,
         kernel_size,
         strides=strides,
-        padding=padding,
+        padding="valid" if explicit or not pad else "same",
+        symmetric_padding=pad if explicit else None,
         use_bias=False,
         data_format=data_format,
         name=name,
@@ -112,7 +126,7 @@ def basic_block(x, filters, strides, name, options):
     y = _conv(x, filters, 3, strides, f"{name}_conv1", options.data_format)
     y = _bn(f"{name}_bn1", channel_axis)(y)
     y = _drop_block(y, f"{name}_dropblock1", options, seed_offset=0)
-    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
+    y = InplaceReLU(name=f"{name}_relu1")(y)
     y = _conv(y, filters, 3, 1, f"{name}_conv2", options.data_format)
     y = _bn(f"{name}_bn2", channel_axis)(y)
     y = _drop_block(y, f"{name}_dropblock2", options, seed_offset=1)
@@ -123,7 +137,7 @@ def basic_block(x, filters, strides, name, options):
             options.drop_path_rate, seed=options.layer_seed(2), name=f"{name}_stochastic_depth"
         )(y)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
-    return keras.layers.ReLU(name=f"{name}_relu2")(y)
+    return InplaceReLU(name=f"{name}_relu2")(y)
 
 
 def _drop_block(x, name, options, seed_offset):
@@ -164,7 +178,7 @@ def deform_conv_block(x, filters, name, options):
     if channels_first:
         y = keras.layers.Permute((3, 1, 2), name=f"{name}_to_channels_first")(y)
     y = _bn(f"{name}_bn", options.channel_axis)(y)
-    return keras.layers.ReLU(name=f"{name}_relu")(y)
+    return InplaceReLU(name=f"{name}_relu")(y)
 
 
 def _validate(stem, stages, deform_layers, regularizer, p, block_size, stochastic_depth_rule):
@@ -205,7 +219,7 @@ def build_resnet18(
     deform_implementation="auto",
     input_mean=None,
     input_variance=None,
-    data_format="channels_last",
+    data_format=None,
     seed=None,
     name="resnet18",
 ):
@@ -228,7 +242,8 @@ def build_resnet18(
         input_mean, input_variance: when given, a Normalization layer standardises the input
             with these (the training set's) statistics inside the model.
         data_format: "channels_last" or "channels_first" for the internal layers; the model's
-            input is channels-last either way.
+            input is channels-last either way. None: `default_data_format()`, the faster one
+            for the backend (channels_first on torch).
         seed: seed for the regularisers' random layers.
         name: the model's name.
 
@@ -243,6 +258,8 @@ def build_resnet18(
     """
     deform_layers = tuple(sorted(set(deform_layers or ())))
     _validate(stem, stages, deform_layers, regularizer, p, block_size, stochastic_depth_rule)
+    if data_format is None:
+        data_format = default_data_format()
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError(
             f"data_format must be 'channels_last' or 'channels_first'; got {data_format!r}"
@@ -271,14 +288,14 @@ def build_resnet18(
     if stem == "imagenet":
         x = _conv(x, 64, 7, 2, "conv1", data_format)
         x = _bn("bn1", channel_axis)(x)
-        x = keras.layers.ReLU(name="relu")(x)
-        # Zero padding equals torch's -inf padding here: the input is post-ReLU, >= 0.
-        x = keras.layers.ZeroPadding2D(1, data_format=data_format, name="maxpool_pad")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, data_format=data_format, name="maxpool")(x)
+        x = InplaceReLU(name="relu")(x)
+        x = FastMaxPooling2D(
+            3, strides=2, symmetric_padding=1, data_format=data_format, name="maxpool"
+        )(x)
     else:
         x = _conv(x, 64, 3, 1, "conv1", data_format)
         x = _bn("bn1", channel_axis)(x)
-        x = keras.layers.ReLU(name="relu")(x)
+        x = InplaceReLU(name="relu")(x)
 
     block_index = 0
     for stage in range(1, stages + 1):
@@ -302,4 +319,4 @@ def build_resnet18(
 
     x = keras.layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
     outputs = keras.layers.Dense(num_classes, name="fc")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return FastFunctional(inputs, outputs, name=name)
