@@ -45,10 +45,12 @@ class FusedAdam(keras.optimizers.Adam):
         exp_avgs = [self._momentums[i].value for i in indices]
         exp_avg_sqs = [self._velocities[i].value for i in indices]
         grads = [g.to(p.dtype) for g, p in zip(grads, params)]
-        if not all(map(_one_memory_order, params, grads, exp_avgs, exp_avg_sqs)):
+        groups = list(map(_in_one_memory_order, params, grads, exp_avgs, exp_avg_sqs))
+        if any(group is None for group in groups):
             # Not one memory layout (state restored from elsewhere, say): the flat walk would
             # mix elements, so take Keras' elementwise path, which is layout-agnostic.
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        params, grads, exp_avgs, exp_avg_sqs = (list(t) for t in zip(*groups))
         # The kernel wants the 1-based step as a float tensor per weight, on its device.
         step = int(self.iterations.value.item()) + 1
         step_tensor = torch.full((), float(step), dtype=torch.float32, device=params[0].device)
@@ -89,17 +91,20 @@ class _ZerosLike:
         )
 
 
-def _one_memory_order(*tensors):
-    """True if the tensors walk their elements in one order (size-1 strides don't count)."""
+def _in_one_memory_order(*tensors):
+    """The tensors, as views the fused kernel can walk without copying, or None.
+
+    The kernel walks each tensor's memory in order, and makes a contiguous copy of any
+    tensor that is not C-ordered (FastConv2D's channels-last kernels, their gradients and
+    moments). Tensors that all lie in one memory order become 1-D views in that order: the
+    same elements pair up, and the update lands in the originals. Tensors in different
+    orders give None.
+    """
+    if all(t.is_contiguous() for t in tensors):  # the usual case, cheap
+        return tensors
     first = tensors[0]
-    if all(t.stride() == first.stride() for t in tensors[1:]):  # the usual case, cheap
-        return first.is_contiguous() or _dense(first)
-    orders = {
-        tuple(st for st, n in zip(t.stride(), t.shape) if n > 1) for t in tensors
-    }
-    return len(orders) == 1 and all(map(_dense, tensors))
-
-
-def _dense(t):
-    """No gaps or overlaps: some permutation of `t` is contiguous."""
-    return t.permute(sorted(range(t.dim()), key=t.stride, reverse=True)).is_contiguous()
+    order = sorted(range(first.dim()), key=first.stride, reverse=True)
+    views = [t.permute(order) for t in tensors]
+    if not all(v.is_contiguous() for v in views):
+        return None
+    return [v.view(-1) for v in views]

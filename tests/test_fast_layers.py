@@ -8,8 +8,10 @@ import keras
 from keras.src import testing
 
 import keras_fmnist  # noqa: F401
+from keras_fmnist.layers import FastBatchNormalization
 from keras_fmnist.layers import FastConv2D
 from keras_fmnist.layers import FastMaxPooling2D
+from keras_fmnist.layers import InplaceAdd
 from keras_fmnist.layers import InplaceReLU
 from keras_fmnist.optimizers import FusedAdam
 
@@ -148,6 +150,44 @@ def test_inplace_relu_values_and_fallbacks():
     source = keras.ops.convert_to_tensor(x)
     np.testing.assert_array_equal(_np(capped(source)), np.clip(x, 0, 6))
     np.testing.assert_array_equal(_np(source), x)  # not the plain ReLU: input untouched
+
+
+def test_inplace_add_values_and_broadcasting_fallback():
+    a = np.arange(6, dtype="float32").reshape(2, 3)
+    b = np.full((2, 3), 10.0, "float32")
+    out = InplaceAdd()([keras.ops.convert_to_tensor(a), keras.ops.convert_to_tensor(b)])
+    np.testing.assert_array_equal(_np(out), a + b)
+    row = keras.ops.convert_to_tensor(np.ones((1, 3), "float32"))
+    first = keras.ops.convert_to_tensor(np.zeros((1, 3), "float32"))
+    np.testing.assert_array_equal(_np(InplaceAdd()([first, row])), np.ones((1, 3)))
+
+
+@pytest.mark.torch_only
+def test_inplace_add_accumulates_into_the_first_input_on_torch():
+    import torch
+
+    x = torch.tensor([[1.0, -2.0]], requires_grad=True)
+    branch, shortcut = x * 2.0, x * 3.0
+    out = InplaceAdd()([branch, shortcut])
+    assert out.data_ptr() == branch.data_ptr()
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[5.0, 5.0]])
+
+
+def test_batch_norm_statistics_go_through_a_stateless_scope():
+    layer = FastBatchNormalization(axis=1, momentum=0.9, epsilon=1e-5)
+    layer.build((4, 3, 5, 5))
+    x = np.random.default_rng(3).normal(2.0, 3.0, (4, 3, 5, 5)).astype("float32")
+    before = [_np(v).copy() for v in layer.non_trainable_variables]
+    with keras.StatelessScope() as scope:
+        layer(keras.ops.convert_to_tensor(x), training=True)
+    after = [_np(v) for v in layer.non_trainable_variables]
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)  # the variables themselves are untouched
+    new_mean = _np(scope.get_current_value(layer.moving_mean))
+    np.testing.assert_allclose(new_mean, 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-5)
+    layer(keras.ops.convert_to_tensor(x), training=True)  # outside a scope: updated
+    np.testing.assert_allclose(_np(layer.moving_mean), new_mean, rtol=1e-5)
 
 
 @pytest.mark.torch_only

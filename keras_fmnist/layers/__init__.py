@@ -7,3 +7,4 @@ from keras_fmnist.layers.fast_batch_normalization import FastBatchNormalization 
 from keras_fmnist.layers.fast_conv2d import FastConv2D  # noqa: F401
 from keras_fmnist.layers.fast_max_pooling2d import FastMaxPooling2D  # noqa: F401
 from keras_fmnist.layers.inplace_relu import InplaceReLU  # noqa: F401
+from keras_fmnist.layers.inplace_add import InplaceAdd  # noqa: F401

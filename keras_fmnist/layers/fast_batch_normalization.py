@@ -1,6 +1,7 @@
 """BatchNormalization through torch's fused kernel on the torch backend."""
 
 import keras
+from keras.src.backend.common.stateless_scope import in_stateless_scope
 
 from keras_fmnist.layers.fast_conv2d import is_torch_float32
 
@@ -42,12 +43,17 @@ class FastBatchNormalization(keras.layers.BatchNormalization):
                 x, gamma, beta, None, None, True, 0.0, self.epsilon
             )
             with torch.no_grad():
-                variance = invstd.pow(-2) - self.epsilon
+                variance = invstd.pow(-2).sub_(self.epsilon)
                 m = self.momentum
-                moving_mean = keras.ops.convert_to_tensor(self.moving_mean)
-                moving_variance = keras.ops.convert_to_tensor(self.moving_variance)
-                self.moving_mean.assign(moving_mean * m + mean * (1.0 - m))
-                self.moving_variance.assign(moving_variance * m + variance * (1.0 - m))
+                if in_stateless_scope():  # the new values must go through the scope
+                    moving_mean = keras.ops.convert_to_tensor(self.moving_mean)
+                    moving_variance = keras.ops.convert_to_tensor(self.moving_variance)
+                    self.moving_mean.assign(moving_mean * m + mean * (1.0 - m))
+                    self.moving_variance.assign(moving_variance * m + variance * (1.0 - m))
+                else:
+                    # In place: Keras' assign machinery cost more than the kernel itself.
+                    self.moving_mean.value.mul_(m).add_(mean, alpha=1.0 - m)
+                    self.moving_variance.value.mul_(m).add_(variance, alpha=1.0 - m)
         else:
             y = torch.nn.functional.batch_norm(
                 x,

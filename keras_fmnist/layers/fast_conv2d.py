@@ -8,10 +8,12 @@ from keras_fmnist.layers.validation import symmetric_padding_pair
 
 
 def is_torch_float32(x):
-    """True where the torch fast paths apply: torch backend and a float32 tensor."""
-    return keras.backend.backend() == "torch" and keras.backend.standardize_dtype(
-        x.dtype
-    ) == "float32"
+    """True where the torch fast paths apply: torch backend and a float32 torch tensor."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch  # only on the torch backend: jax-only installs have no torch
+
+    return isinstance(x, torch.Tensor) and x.dtype == torch.float32
 
 
 class _TorchChannelsLastKernel:

@@ -9,8 +9,9 @@ backend registers variables as torch parameters, whose names may not contain "."
 Padding is torch's (`symmetric_padding` of FastConv2D and FastMaxPooling2D) wherever Keras'
 "same" would differ: for a stride-2 convolution over an even-sized map Keras puts the extra row
 at the bottom only, which would shift every feature by half a pixel against torchvision.
-ReLUs run in place (`InplaceReLU`) where torchvision's do: after batch norm and the residual
-addition, whose outputs nothing else reads.
+ReLUs and the residual addition run in place (`InplaceReLU`, `InplaceAdd`) where
+torchvision's do: on outputs of batch norm, regularisers and the addition that nothing else
+reads.
 
 Per-stage block types make the variants: a deformed stage is BasicBlock + DeformConvBlock as the
 study placed it; `regularizer` swaps every BasicBlock for its DropBlock or stochastic-depth
@@ -22,6 +23,7 @@ import keras
 from keras_fmnist.layers.fast_batch_normalization import FastBatchNormalization
 from keras_fmnist.layers.fast_conv2d import FastConv2D
 from keras_fmnist.layers.fast_max_pooling2d import FastMaxPooling2D
+from keras_fmnist.layers.inplace_add import InplaceAdd
 from keras_fmnist.layers.inplace_relu import InplaceReLU
 from keras_fmnist.models.fast_functional import FastFunctional
 
@@ -136,7 +138,7 @@ def basic_block(x, filters, strides, name, options):
         y = StochasticDepth(
             options.drop_path_rate, seed=options.layer_seed(2), name=f"{name}_stochastic_depth"
         )(y)
-    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    y = InplaceAdd(name=f"{name}_add")([y, shortcut])
     return InplaceReLU(name=f"{name}_relu2")(y)
 
 
