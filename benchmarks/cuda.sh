@@ -12,7 +12,7 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || exit 2
 nvidia-smi -L 2>&1 | tee "$out/gpu.txt"
-python3 -m keras_fmnist.bench --device cuda --repeats 7 --steps 5 --skip-memory \
+python3 -m keras_fmnist.bench --device cuda --repeats 7 --steps 5 \
     --json "$out/bench_cuda.json" 2>&1 | tee "$out/bench_cuda.log"
 for shape in "64 7" "256 2"; do
     set -- $shape
@@ -20,4 +20,5 @@ for shape in "64 7" "256 2"; do
         --json "$out/deform_conv_c$1_s$2.json"
 done 2>&1 | tee "$out/deform_conv.log"
 python3 -m pytest -q -p no:cacheprovider tests/test_deform_conv.py tests/test_fast_layers.py \
+    tests/test_drop_block.py tests/test_stochastic_depth.py tests/test_bench.py \
     tests/test_resnet.py 2>&1 | tee "$out/pytest_cuda.log" | tail -30

@@ -19,9 +19,16 @@ torch_only = pytest.mark.skipif(
 )
 
 
+def _device():
+    """Where Keras' torch backend puts models: the GPU when there is one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @torch_only
 def test_compare_reports_both_sides_and_ratios():
-    r = bench_training.compare(batch_size=4, repeats=2, steps=1, warmup=1)
+    r = bench_training.compare(batch_size=4, repeats=2, steps=1, warmup=1, device=_device())
     for mode in ("train", "inference"):
         for side in ("keras", "torch"):
             s = r[mode]["images_per_s"][side]
@@ -52,7 +59,7 @@ def test_torch_reference_matches_the_study_architecture():
 def test_main_writes_json(tmp_path):
     path = tmp_path / "bench.json"
     bench_main.main(["--batch-size", "4", "--repeats", "1", "--steps", "1", "--warmup", "1",
-                     "--skip-memory", "--json", str(path)])
+                     "--skip-memory", "--device", _device(), "--json", str(path)])
     report = json.loads(path.read_text())
     assert {"machine", "baseline", "deform_1_3_cutmix", "deform_conv2d"} <= set(report)
     assert report["deform_1_3_cutmix"]["cutmix"] is True
@@ -65,6 +72,13 @@ def test_peak_rss_is_positive():
 def test_bad_flags_are_rejected():
     with pytest.raises(SystemExit):
         bench_main.parse_args(["--repeats", "0"])
+
+
+@torch_only
+def test_a_device_keras_would_not_use_is_refused():
+    other = "cpu" if _device() == "cuda" else "cuda"
+    with pytest.raises(ValueError, match="device="):
+        bench_training.compare(batch_size=2, repeats=1, steps=1, warmup=0, device=other)
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])

@@ -263,17 +263,18 @@ def test_keras_matches_torchvision_forward_and_gradients(setting):
     assert _outside_fraction(case, setting["strides"], pad_top, setting["dilation"]) > 0.2
     if not with_mask:
         del case["mask"]
-    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in case.items()}
+    # On Keras' device (a GPU where there is one): both implementations run there.
+    leaves = {k: keras.ops.convert_to_tensor(v).requires_grad_(True) for k, v in case.items()}
     outputs, grads = {}, {}
     for impl in ("keras", "torchvision"):
         out = deform_conv2d(**leaves, strides=setting["strides"], padding=padding,
                             dilation_rate=setting["dilation"], implementation=impl)
-        upstream = torch.tensor(
+        upstream = keras.ops.convert_to_tensor(
             np.random.default_rng(11).standard_normal(tuple(out.shape)).astype("float32")
         )
         g = torch.autograd.grad((out * upstream).sum(), list(leaves.values()))
-        outputs[impl] = out.detach().numpy()
-        grads[impl] = {k: v.numpy() for k, v in zip(leaves, g)}
+        outputs[impl] = out.detach().cpu().numpy()
+        grads[impl] = {k: v.cpu().numpy() for k, v in zip(leaves, g)}
     # Shown with `pytest -s`: the parity numbers reported for this op.
     diffs = {"forward": np.abs(outputs["keras"] - outputs["torchvision"]).max()}
     diffs.update({f"d/d{k}": np.abs(grads["keras"][k] - grads["torchvision"][k]).max()

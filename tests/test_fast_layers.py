@@ -260,7 +260,29 @@ def test_fused_adam_takes_keras_path_when_layouts_disagree():
         if step == 0:  # same values, C-ordered memory
             moment = optimizer._momentums[optimizer._get_variable_index(conv.kernel)]
             moment._value = torch.nn.Parameter(
-                torch.zeros(moment.shape).copy_(moment.value), requires_grad=False)
+                torch.zeros(moment.shape, device=moment.value.device).copy_(moment.value),
+                requires_grad=False)
             assert moment.value.stride() != conv.kernel.value.stride()
     for a, b in zip(conv.get_weights(), ref_conv.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_fused_adam_stateless_apply_matches_keras_and_leaves_variables_alone():
+    rng = np.random.default_rng(4)
+    init = [rng.standard_normal(s).astype("float32") for s in [(3, 3, 2, 4), (4,)]]
+    grads = [keras.ops.convert_to_tensor(rng.standard_normal(a.shape).astype("float32"))
+             for a in init]
+    results = []
+    for cls in (keras.optimizers.Adam, FusedAdam):
+        variables = [keras.Variable(a) for a in init]
+        optimizer = cls(learning_rate=1e-2)
+        optimizer.build(variables)
+        new_trainable, _ = optimizer.stateless_apply(
+            [keras.ops.copy(v.value) for v in optimizer.variables], grads,
+            [keras.ops.copy(v.value) for v in variables])
+        for v, a in zip(variables, init):
+            np.testing.assert_array_equal(_np(v), a)  # stateless: nothing changed in place
+        results.append([_np(x) for x in new_trainable])
+    for a, b, start in zip(*results, init):
+        assert np.abs(a - start).max() > 1e-3  # it did move
+        np.testing.assert_allclose(a, b, atol=1e-6)

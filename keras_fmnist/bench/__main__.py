@@ -9,7 +9,8 @@
 3. inference images/s of both (part of 1 and 2);
 4. DeformConv2D forward + backward, torchvision vs keras implementation
    (`keras_fmnist.bench.deform_conv.measure`; also checks the "auto" rule);
-5. peak resident memory of each side, each trained alone in a fresh subprocess.
+5. peak resident memory (and peak GPU memory on cuda) of each side, each trained alone in
+   a fresh subprocess.
 
 All timings are in one process, interleaved, warm-up excluded; see `bench/training.py`.
 """
@@ -53,10 +54,10 @@ def _machine():
     return info
 
 
-def _peak_rss_subprocess(side, args, deform_layers, cutmix):
+def _peak_memory_subprocess(side, args, deform_layers, cutmix):
     code = (
         "import sys, json; from keras_fmnist.bench import training as t; "
-        f"print(json.dumps(t.train_only_peak_rss({side!r}, {args.batch_size}, {args.steps}, "
+        f"print(json.dumps(t.train_only_peak_memory({side!r}, {args.batch_size}, {args.steps}, "
         f"{tuple(deform_layers)!r}, {cutmix!r}, {args.device!r})))"
     )
     env = dict(os.environ)
@@ -65,7 +66,7 @@ def _peak_rss_subprocess(side, args, deform_layers, cutmix):
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
-    return float(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _print_compare(title, r):
@@ -90,8 +91,10 @@ def run(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device available")
+    try:
+        bench_training._check_device(args.device)
+    except ValueError as e:
+        raise SystemExit(f"--device {args.device}: {e}")
     report = {"machine": _machine(), "args": vars(args)}
     common = dict(
         batch_size=args.batch_size,
@@ -130,13 +133,15 @@ def run(args):
             configs.append(("deform_1_3_cutmix", (1, 3), True))
         for name, deform_layers, cutmix in configs:
             memory[name] = {
-                side: _peak_rss_subprocess(side, args, deform_layers, cutmix)
+                side: _peak_memory_subprocess(side, args, deform_layers, cutmix)
                 for side in ("keras", "torch")
             }
-        report["peak_rss_mib"] = memory
-        print("\n5. peak RSS (MiB), each side trained alone in a fresh process")
+        report["peak_memory_mib"] = memory
+        print("\n5. peak memory (MiB), each side trained alone in a fresh process")
         for name, sides in memory.items():
-            print(f"  {name:18s} keras {sides['keras']:7.0f}   torch {sides['torch']:7.0f}")
+            for kind in sides["keras"]:
+                print(f"  {name:18s} {kind:5s} keras {sides['keras'][kind]:7.0f}   "
+                      f"torch {sides['torch'][kind]:7.0f}")
     if args.json:
         artifacts.write_json(args.json, report)
     return report

@@ -104,6 +104,24 @@ def _cutmix_fn(enabled, seed):
     return apply
 
 
+def _check_device(device):
+    """Keras' torch backend puts models on the GPU whenever there is one (and its symbolic
+    build ignores `keras.device` scopes), so the Keras side runs where Keras chooses; a CPU
+    comparison on a GPU machine needs the GPU hidden before Python starts."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda'; got {device!r}")
+    if keras.backend.backend() != "torch":
+        if device == "cuda":
+            raise ValueError("device='cuda' needs the torch backend")
+        return
+    if (device == "cuda") != _torch().cuda.is_available():
+        raise ValueError(
+            "device='cuda' but no CUDA device is available" if device == "cuda" else
+            "device='cpu' on a machine with CUDA: Keras would train on the GPU; "
+            "run with CUDA_VISIBLE_DEVICES= to compare on the CPU"
+        )
+
+
 def make_torch_step(batch_size, deform_layers=(), cutmix=False, device="cpu", seed=0):
     """A callable running one plain-PyTorch training step (the study's loop body)."""
     torch = _torch()
@@ -204,8 +222,7 @@ def compare(
         A dict with images/s (wall and CPU) of each side, their ratios (keras / torch,
         median over repetitions) and the setting.
     """
-    if device == "cuda" and keras.backend.backend() != "torch":
-        raise ValueError("device='cuda' needs the torch backend")
+    _check_device(device)
     sides = {
         "torch": make_torch_step(batch_size, deform_layers, cutmix, device, seed),
         "keras": make_keras_step(batch_size, deform_layers, cutmix, seed, data_format),
@@ -265,15 +282,23 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def train_only_peak_rss(side, batch_size=128, steps=3, deform_layers=(), cutmix=False,
-                        device="cpu"):
-    """Peak RSS (MiB) of a process that builds and trains one side only (run it alone)."""
+def train_only_peak_memory(side, batch_size=128, steps=3, deform_layers=(), cutmix=False,
+                           device="cpu"):
+    """Peak memory (MiB) of a process that builds and trains one side only (run it alone).
+
+    Returns a dict: "rss" (this process's peak resident set) and, on "cuda", "cuda" (torch's
+    peak allocated GPU memory).
+    """
+    if side not in ("torch", "keras"):
+        raise ValueError(f"side must be 'torch' or 'keras'; got {side!r}")
+    _check_device(device)
     if side == "torch":
         step = make_torch_step(batch_size, deform_layers, cutmix, device)[0]
-    elif side == "keras":
-        step = make_keras_step(batch_size, deform_layers, cutmix)[0]
     else:
-        raise ValueError(f"side must be 'torch' or 'keras'; got {side!r}")
+        step = make_keras_step(batch_size, deform_layers, cutmix)[0]
     for _ in range(steps):
         step()
-    return peak_rss_mb()
+    peak = {"rss": peak_rss_mb()}
+    if device == "cuda":
+        peak["cuda"] = _torch().cuda.max_memory_allocated() / 2**20
+    return peak
