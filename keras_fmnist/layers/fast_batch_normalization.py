@@ -51,9 +51,10 @@ class FastBatchNormalization(keras.layers.BatchNormalization):
                     self.moving_mean.assign(moving_mean * m + mean * (1.0 - m))
                     self.moving_variance.assign(moving_variance * m + variance * (1.0 - m))
                 else:
-                    # In place: Keras' assign machinery cost more than the kernel itself.
-                    self.moving_mean.value.mul_(m).add_(mean, alpha=1.0 - m)
-                    self.moving_variance.value.mul_(m).add_(variance, alpha=1.0 - m)
+                    # In place (Keras' assign machinery cost more than the kernel itself):
+                    # lerp_(new, 1 - m) is m * moving + (1 - m) * new in one kernel.
+                    self.moving_mean.value.lerp_(mean, 1.0 - m)
+                    self.moving_variance.value.lerp_(variance, 1.0 - m)
         else:
             y = torch.nn.functional.batch_norm(
                 x,
