@@ -2,9 +2,11 @@
 
 The plain-PyTorch reference is what the study ran: torchvision's resnet18 with a 1-channel
 stem, layer4 removed and a 256 -> 10 head, `torch.optim.Adam(lr=3e-4)` with its defaults,
-cross-entropy on soft targets, eager mode, NCHW. With `deform_layers` the reference swaps the
-second block of those stages for `TorchDeformConvBlock` (DCNv2 through
-`torchvision.ops.deform_conv2d`), as `build_resnet18(deform_layers=...)` does on the Keras side.
+cross-entropy on soft targets, eager mode, NCHW, counting correct predictions per batch for
+the epoch's training accuracy (the study logs it). With `deform_layers` the reference swaps
+the second block of those stages for `TorchDeformConvBlock` (DCNv2 through
+`torchvision.ops.deform_conv2d`), as `build_resnet18(deform_layers=...)` does on the Keras
+side.
 
 Both sides train on the same random batch (and the same CutMix layer, applied to the batch
 before each step on both sides, when `cutmix=True`), in one process, interleaved
@@ -138,10 +140,14 @@ def make_torch_step(batch_size, deform_layers=(), cutmix=False, device="cpu", se
         xb = torch.as_tensor(keras.ops.convert_to_numpy(xb)).permute(0, 3, 1, 2).to(device)
         yb = torch.as_tensor(keras.ops.convert_to_numpy(yb)).to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
+        logits = model(xb)
+        loss = loss_fn(logits, yb)
         loss.backward()
         optimizer.step()
-        return loss.item()  # the study logs the loss every step: a host sync, as in Keras
+        # The study logs each epoch's average loss and training accuracy, so its loop sums
+        # both per batch (host syncs, as Keras' logs); Keras' compiled metrics do the same.
+        correct = (logits.argmax(1) == yb.argmax(1)).sum().item()
+        return loss.item(), correct
 
     def infer():
         with torch.no_grad():

@@ -34,8 +34,9 @@ class FastBatchNormalization(keras.layers.BatchNormalization):
         import torch
 
         x = inputs.permute(0, 3, 1, 2) if axis == 3 else inputs
-        gamma = keras.ops.convert_to_tensor(self.gamma) if self.scale else None
-        beta = keras.ops.convert_to_tensor(self.beta) if self.center else None
+        # `.value`: the tensor `convert_to_tensor` would return, without its dtype/device checks.
+        gamma = self.gamma.value if self.scale else None
+        beta = self.beta.value if self.center else None
         if training and self.trainable:
             # Running statistics are updated below, Keras' way (biased variance), not
             # torch's (unbiased), so the kernel gets none.
@@ -58,8 +59,8 @@ class FastBatchNormalization(keras.layers.BatchNormalization):
         else:
             y = torch.nn.functional.batch_norm(
                 x,
-                keras.ops.convert_to_tensor(self.moving_mean),
-                keras.ops.convert_to_tensor(self.moving_variance),
+                self.moving_mean.value,
+                self.moving_variance.value,
                 gamma,
                 beta,
                 False,

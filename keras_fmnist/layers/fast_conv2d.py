@@ -76,19 +76,17 @@ class FastConv2D(keras.layers.Conv2D):
                 "symmetric_padding requires padding='valid'; "
                 f"got padding={self.padding!r}"
             )
+        self._plain_padding = self._plain_torch_padding()
 
     def add_weight(self, *args, **kwargs):
         if kwargs.get("name") == "kernel" and keras.backend.backend() == "torch":
             kwargs["initializer"] = _TorchChannelsLastKernel(kwargs.get("initializer"))
         return super().add_weight(*args, **kwargs)
 
-    def _torch_padding(self, inputs):
-        """The padding `torch.conv2d` gets, or None where `Conv2D.call` must run."""
-        if not is_torch_float32(inputs) or self.rank != 2 or self.groups != 1:
-            return None
-        if self.dilation_rate != (1, 1) or getattr(self, "lora_enabled", False):
-            return None
-        if getattr(self, "quantization_mode", None) is not None:
+    def _plain_torch_padding(self):
+        """The padding `torch.conv2d` gets for this configuration, or None where
+        `Conv2D.call` must run. Fixed by the config, so computed once."""
+        if self.rank != 2 or self.groups != 1 or self.dilation_rate != (1, 1):
             return None
         if self.symmetric_padding is not None:
             return self.symmetric_padding
@@ -98,6 +96,14 @@ class FastConv2D(keras.layers.Conv2D):
                 return tuple((k - 1) // 2 for k in self.kernel_size)
             return None
         return (0, 0) if self.padding == "valid" else None
+
+    def _torch_padding(self, inputs):
+        """`_plain_torch_padding()` where the torch path applies to this call, else None."""
+        if not is_torch_float32(inputs) or getattr(self, "lora_enabled", False):
+            return None
+        if getattr(self, "quantization_mode", None) is not None:
+            return None
+        return self._plain_padding
 
     def call(self, inputs):
         pad = self._torch_padding(inputs)
@@ -111,8 +117,8 @@ class FastConv2D(keras.layers.Conv2D):
         x = inputs.permute(0, 3, 1, 2) if last else inputs
         # (kh, kw, in, out) -> (out, in, kh, kw): a view, channels-last for kernels this
         # layer created (see _TorchChannelsLastKernel).
-        kernel = keras.ops.convert_to_tensor(self.kernel).permute(3, 2, 0, 1)
-        bias = keras.ops.convert_to_tensor(self.bias) if self.use_bias else None
+        kernel = self.kernel.value.permute(3, 2, 0, 1)
+        bias = self.bias.value if self.use_bias else None
         y = torch.nn.functional.conv2d(x, kernel, bias, self.strides, pad)
         y = y.permute(0, 2, 3, 1) if last else y
         return self.activation(y) if self.activation is not None else y
