@@ -44,9 +44,11 @@ def torchvision_module_name(layer_name):
 def default_data_format(backend=None):
     """The internal layout `build_resnet18` uses when none is given: the faster one.
 
-    torch: channels_first (measured by `python -m keras_fmnist.bench --data-format ...`; the
-    results are the same, tests/test_resnet.py). Other backends are unmeasured and keep
-    Keras' own default, `keras.config.image_data_format()`.
+    torch: channels_first. `python -m keras_fmnist.bench --data-format ...` (2-core CPU,
+    30-60 repetitions): keras/torch training 1.00 with channels_first against 0.95 with
+    channels_last, whose extra permutes cost more; the results are the same
+    (tests/test_resnet.py). Other backends are unmeasured and keep Keras' own default,
+    `keras.config.image_data_format()`.
     """
     backend = backend or keras.backend.backend()
     return "channels_first" if backend == "torch" else keras.config.image_data_format()
