@@ -2,18 +2,10 @@
 
 import keras
 
+from keras_fmnist.layers.fast_path import is_torch_float32
 from keras_fmnist.layers.padding import pad_symmetric
-from keras_fmnist.layers.padding import padded_shape
+from keras_fmnist.layers.padding import SymmetricPaddingMixin
 from keras_fmnist.layers.validation import symmetric_padding_pair
-
-
-def is_torch_float32(x):
-    """True where the torch fast paths apply: torch backend and a float32 torch tensor."""
-    if keras.backend.backend() != "torch":
-        return False
-    import torch  # only on the torch backend: jax-only installs have no torch
-
-    return isinstance(x, torch.Tensor) and x.dtype == torch.float32
 
 
 class _TorchChannelsLastKernel:
@@ -37,7 +29,7 @@ class _TorchChannelsLastKernel:
 
 
 @keras.saving.register_keras_serializable(package="keras_fmnist")
-class FastConv2D(keras.layers.Conv2D):
+class FastConv2D(SymmetricPaddingMixin, keras.layers.Conv2D):
     """`keras.layers.Conv2D` that calls torch's convolution without layout copies.
 
     Same weights, config and results as `Conv2D`, plus `symmetric_padding`. On the torch
@@ -122,13 +114,3 @@ class FastConv2D(keras.layers.Conv2D):
         y = torch.nn.functional.conv2d(x, kernel, bias, self.strides, pad)
         y = y.permute(0, 2, 3, 1) if last else y
         return self.activation(y) if self.activation is not None else y
-
-    def compute_output_shape(self, input_shape):
-        if self.symmetric_padding is not None:
-            input_shape = padded_shape(input_shape, self.symmetric_padding, self.data_format)
-        return super().compute_output_shape(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config["symmetric_padding"] = self.symmetric_padding
-        return config

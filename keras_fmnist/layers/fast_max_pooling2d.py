@@ -2,14 +2,14 @@
 
 import keras
 
-from keras_fmnist.layers.fast_conv2d import is_torch_float32
+from keras_fmnist.layers.fast_path import is_torch_float32
 from keras_fmnist.layers.padding import pad_symmetric
-from keras_fmnist.layers.padding import padded_shape
+from keras_fmnist.layers.padding import SymmetricPaddingMixin
 from keras_fmnist.layers.validation import symmetric_padding_pair
 
 
 @keras.saving.register_keras_serializable(package="keras_fmnist")
-class FastMaxPooling2D(keras.layers.MaxPooling2D):
+class FastMaxPooling2D(SymmetricPaddingMixin, keras.layers.MaxPooling2D):
     """`keras.layers.MaxPooling2D` plus `symmetric_padding`, as `torch.nn.MaxPool2d` pads.
 
     torchvision's stem pools 3x3 with stride 2 and one pixel of padding on every side; Keras'
@@ -64,13 +64,3 @@ class FastMaxPooling2D(keras.layers.MaxPooling2D):
             inputs, self.symmetric_padding, self.data_format, constant_values=float("-inf")
         )
         return super().call(padded)
-
-    def compute_output_shape(self, input_shape):
-        if self.symmetric_padding is not None:
-            input_shape = padded_shape(input_shape, self.symmetric_padding, self.data_format)
-        return super().compute_output_shape(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config["symmetric_padding"] = self.symmetric_padding
-        return config

@@ -3,7 +3,7 @@
 
 import keras
 
-from keras_fmnist.layers.fast_conv2d import is_torch_float32
+from keras_fmnist.layers.fast_path import is_torch_float32
 
 
 @keras.saving.register_keras_serializable(package="keras_fmnist")

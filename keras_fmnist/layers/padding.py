@@ -22,3 +22,18 @@ def padded_shape(input_shape, padding, data_format):
         if shape[axis] is not None:
             shape[axis] += 2 * p
     return tuple(shape)
+
+
+class SymmetricPaddingMixin:
+    """For a Keras layer with a `symmetric_padding` attribute (None or (ph, pw)) that pads its
+    input before the base layer's "valid" computation: output shape and config."""
+
+    def compute_output_shape(self, input_shape):
+        if self.symmetric_padding is not None:
+            input_shape = padded_shape(input_shape, self.symmetric_padding, self.data_format)
+        return super().compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config["symmetric_padding"] = self.symmetric_padding
+        return config
