@@ -261,3 +261,23 @@ def test_fast_functional_round_trips_as_itself(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert type(loaded) is keras_fmnist.models.FastFunctional
     assert [l.name for l in loaded.layers] == [l.name for l in model.layers]
+
+
+def test_fast_functional_on_other_graphs_matches_keras():
+    """Two inputs, two outputs, a shared layer; and a graph with no layers (not planned)."""
+    from keras.src.models.functional import Functional
+
+    a, b = keras.Input((3,)), keras.Input((3,))
+    shared = keras.layers.Dense(4, name="shared")
+    outputs = [keras.layers.Add()([shared(a), shared(b)]), keras.layers.ReLU()(b)]
+    model = keras_fmnist.models.FastFunctional([a, b], outputs)
+    x = [np.random.default_rng(7).normal(size=(2, 3)).astype("float32") for _ in range(2)]
+    fast = model(x)
+    ref = Functional.call(model, x)
+    for f, r in zip(fast, ref):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(f), keras.ops.convert_to_numpy(r),
+                                   atol=1e-6)
+    identity = keras_fmnist.models.FastFunctional(a, a)
+    if keras.backend.backend() == "torch":
+        assert model._direct_plan() is not None and identity._direct_plan() is None
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(identity(x[0])), x[0])

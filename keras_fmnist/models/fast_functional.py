@@ -11,9 +11,9 @@ class _GraphPlan:
     Built once from the functional graph (Keras' own `_nodes_by_depth`, the order
     `Functional.call` runs it in). Only plain graphs are planned: every node is a built
     layer (not a nested model) called on one tensor or on one list of tensors, with constant
-    keyword arguments only (Keras records `mask=None`), one output, float32 compute and no
-    activity regulariser. Anything
-    else makes `plan()` return None and the model runs Keras' own `Functional.call`.
+    keyword arguments only (Keras records `mask=None`), one output, float32 compute, no
+    activity regulariser, and inputs produced by earlier nodes. Anything else makes `plan()`
+    return None and the model runs Keras' own `Functional.call`.
     """
 
     def __init__(self, steps, input_slots, output_slots, layers):
@@ -30,6 +30,7 @@ class _GraphPlan:
             return slots.setdefault(id(tensor), len(slots))
 
         input_slots = [slot(t) for t in model.inputs]
+        produced = set(input_slots)
         steps, layers = [], []
         for depth in sorted(model._nodes_by_depth, reverse=True):
             for node in model._nodes_by_depth[depth]:
@@ -52,12 +53,17 @@ class _GraphPlan:
                     in_slots, as_list = [slot(a) for a in arg], True
                 else:
                     return None
+                if not produced.issuperset(in_slots):
+                    return None  # a node Functional.call would skip as not computable
+                produced.add(slot(node.outputs[0]))
                 takes_training = "training" in inspect.signature(layer.call).parameters
                 steps.append(
                     (layer.call, in_slots, as_list, kwargs, takes_training, slot(node.outputs[0]))
                 )
                 layers.append(layer)
         output_slots = [slot(t) for t in model.outputs]
+        if not steps or not produced.issuperset(output_slots):
+            return None
         return cls(steps, input_slots, output_slots, layers)
 
     def hooked(self):
@@ -102,8 +108,8 @@ class FastFunctional(keras.Model):
     calls, other backends); only the eager forward on the torch backend differs: it calls
     each layer's `call` directly in graph order instead of through `Layer.__call__`, whose
     input conversion, tree walks, name scopes and call-context bookkeeping cost about
-    0.15 ms per layer on a CPU (9 ms of a 128-image ResNet-18 training step, more than plain
-    PyTorch's whole framework overhead; `python -m keras_fmnist.bench`).
+    0.15 ms per layer on a 2-core CPU (8.6 ms of a 128-image ResNet-18 training step,
+    measured A/B while profiling; `python -m keras_fmnist.bench` shows the end result).
 
     What `Layer.__call__` would have done is either done once here or not needed by plain
     graphs: the layers are built, float32 in and out (no autocast), unmasked, without
