@@ -5,7 +5,6 @@ import keras
 from keras_fmnist.layers.fast_path import is_torch_float32
 from keras_fmnist.layers.padding import pad_symmetric
 from keras_fmnist.layers.padding import SymmetricPaddingMixin
-from keras_fmnist.layers.validation import symmetric_padding_pair
 
 
 class _TorchChannelsLastKernel:
@@ -62,12 +61,7 @@ class FastConv2D(SymmetricPaddingMixin, keras.layers.Conv2D):
 
     def __init__(self, *args, symmetric_padding=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.symmetric_padding = symmetric_padding_pair(symmetric_padding)
-        if self.symmetric_padding is not None and self.padding != "valid":
-            raise ValueError(
-                "symmetric_padding requires padding='valid'; "
-                f"got padding={self.padding!r}"
-            )
+        self._set_symmetric_padding(symmetric_padding)
         self._plain_padding = self._plain_torch_padding()
 
     def add_weight(self, *args, **kwargs):

@@ -5,7 +5,6 @@ import keras
 from keras_fmnist.layers.fast_path import is_torch_float32
 from keras_fmnist.layers.padding import pad_symmetric
 from keras_fmnist.layers.padding import SymmetricPaddingMixin
-from keras_fmnist.layers.validation import symmetric_padding_pair
 
 
 @keras.saving.register_keras_serializable(package="keras_fmnist")
@@ -35,18 +34,14 @@ class FastMaxPooling2D(SymmetricPaddingMixin, keras.layers.MaxPooling2D):
 
     def __init__(self, pool_size=(2, 2), strides=None, symmetric_padding=None, **kwargs):
         super().__init__(pool_size=pool_size, strides=strides, **kwargs)
-        self.symmetric_padding = symmetric_padding_pair(symmetric_padding)
-        if self.symmetric_padding is not None:
-            if self.padding != "valid":
-                raise ValueError(
-                    "symmetric_padding requires padding='valid'; "
-                    f"got padding={self.padding!r}"
-                )
-            if any(2 * p > k for p, k in zip(self.symmetric_padding, self.pool_size)):
-                raise ValueError(
-                    "symmetric_padding must be at most half the pool size; got "
-                    f"symmetric_padding={self.symmetric_padding}, pool_size={self.pool_size}"
-                )
+        self._set_symmetric_padding(symmetric_padding)
+        if self.symmetric_padding is not None and any(
+            2 * p > k for p, k in zip(self.symmetric_padding, self.pool_size)
+        ):
+            raise ValueError(
+                "symmetric_padding must be at most half the pool size; got "
+                f"symmetric_padding={self.symmetric_padding}, pool_size={self.pool_size}"
+            )
 
     def call(self, inputs):
         if self.symmetric_padding is None:

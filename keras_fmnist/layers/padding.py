@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_fmnist.layers.validation import symmetric_padding_pair
+
 
 def _spatial_axes(data_format):
     return (1, 2) if data_format == "channels_last" else (2, 3)
@@ -25,8 +27,17 @@ def padded_shape(input_shape, padding, data_format):
 
 
 class SymmetricPaddingMixin:
-    """For a Keras layer with a `symmetric_padding` attribute (None or (ph, pw)) that pads its
-    input before the base layer's "valid" computation: output shape and config."""
+    """For a Keras layer with a `symmetric_padding` argument that pads its input before the
+    base layer's "valid" computation: validation, output shape and config."""
+
+    def _set_symmetric_padding(self, value):
+        """Validates `value` against the layer's `padding` and stores it as None or (ph, pw)."""
+        self.symmetric_padding = symmetric_padding_pair(value)
+        if self.symmetric_padding is not None and self.padding != "valid":
+            raise ValueError(
+                "symmetric_padding requires padding='valid'; "
+                f"got padding={self.padding!r}"
+            )
 
     def compute_output_shape(self, input_shape):
         if self.symmetric_padding is not None:
