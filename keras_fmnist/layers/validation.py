@@ -39,20 +39,34 @@ def validate_positive_int(name, value, allow_none=False):
     return int(value)
 
 
-def symmetric_padding_pair(value):
-    """None, an int >= 0 or a pair of them, returned as None or a tuple (ph, pw)."""
-    if value is None:
-        return None
+def int_pair(value, minimum, allow_bool=True):
+    """An int n as (n, n), or a two-element sequence of ints, each >= `minimum`, returned
+    as a tuple of Python ints; None when `value` is neither (the caller raises its own
+    message). `allow_bool=False` refuses True/False, which Python counts as ints."""
+
+    def acceptable(v):
+        if isinstance(v, bool) and not allow_bool:
+            return False
+        return isinstance(v, numbers.Integral) and v >= minimum
+
     pair = (value, value) if isinstance(value, numbers.Integral) else value
     try:
         pair = tuple(pair)
     except TypeError:
-        pair = ()
-    if len(pair) != 2 or any(
-        isinstance(p, bool) or not isinstance(p, numbers.Integral) or p < 0 for p in pair
-    ):
+        return None
+    if len(pair) != 2 or not all(map(acceptable, pair)):
+        return None
+    return tuple(int(v) for v in pair)
+
+
+def symmetric_padding_pair(value):
+    """None, an int >= 0 or a pair of them, returned as None or a tuple (ph, pw)."""
+    if value is None:
+        return None
+    pair = int_pair(value, 0, allow_bool=False)
+    if pair is None:
         raise ValueError(
             "Invalid value received for argument `symmetric_padding`. Expected None, an "
             f"integer >= 0 or a pair of them. Received: symmetric_padding={value!r}"
         )
-    return tuple(int(p) for p in pair)
+    return pair

@@ -26,10 +26,10 @@ Two implementations compute the same function:
 "auto" picks between them with `select_implementation`, the one place that rule lives.
 """
 
-import numbers
-
 import keras
 from keras import ops
+
+from keras_fmnist.layers.validation import int_pair
 
 IMPLEMENTATIONS = ("auto", "keras", "torchvision")
 
@@ -87,12 +87,8 @@ def select_implementation(backend=None, device=None):
 
 
 def _pair(value, name):
-    pair = (value, value) if isinstance(value, numbers.Integral) else value
-    try:
-        pair = tuple(int(v) if isinstance(v, numbers.Integral) else v for v in pair)
-    except TypeError:
-        pair = ()
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+    pair = int_pair(value, 1)
+    if pair is None:
         raise ValueError(
             f"Invalid value for argument `{name}`: expected a positive int or a tuple of "
             f"two positive ints. Received: {name}={value}"
@@ -123,12 +119,8 @@ def _padding_amounts(padding, in_size, kernel_size, strides, dilation):
             total = max((out - 1) * s + effective - size, 0)
             amounts.append((total // 2, total - total // 2))
         return tuple(amounts)
-    pair = (padding, padding) if isinstance(padding, numbers.Integral) else padding
-    try:
-        pair = tuple(int(p) if isinstance(p, numbers.Integral) else p for p in pair)
-    except TypeError:
-        pair = ()
-    if len(pair) != 2 or not all(isinstance(p, int) and p >= 0 for p in pair):
+    pair = int_pair(padding, 0)
+    if pair is None:
         raise ValueError(
             "Invalid value for argument `padding`: expected a non-negative int, a tuple "
             f"of two non-negative ints, 'valid' or 'same'. Received: padding={padding}"
