@@ -147,7 +147,7 @@ def build_model(config, mean=None, variance=None):
         block_size=config.block_size,
         input_mean=mean,
         input_variance=variance,
-        data_format=config.data_format or default_data_format(),
+        data_format=config.data_format,  # None: the builder's default_data_format()
         seed=config.seed,
     )
     report = None

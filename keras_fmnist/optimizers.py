@@ -88,9 +88,8 @@ class _ZerosLike:
     def __call__(self, shape, dtype=None):
         import torch
 
+        # `shape` is the reference's: add_variable_from_reference passes it.
         value = self.reference.value
-        if tuple(shape) != tuple(value.shape):
-            return keras.ops.zeros(shape, dtype=dtype)
         dtype = getattr(torch, keras.backend.standardize_dtype(dtype)) if dtype else None
         return torch.zeros_like(
             value.detach(), dtype=dtype, memory_format=torch.preserve_format

@@ -92,7 +92,7 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        bench_training._check_device(args.device)
+        bench_training.check_device(args.device)
     except ValueError as e:
         raise SystemExit(f"--device {args.device}: {e}")
     report = {"machine": _machine(), "args": vars(args)}

@@ -106,7 +106,7 @@ def _cutmix_fn(enabled, seed):
     return apply
 
 
-def _check_device(device):
+def check_device(device):
     """Keras' torch backend puts models on the GPU whenever there is one (and its symbolic
     build ignores `keras.device` scopes), so the Keras side runs where Keras chooses; a CPU
     comparison on a GPU machine needs the GPU hidden before Python starts."""
@@ -228,7 +228,7 @@ def compare(
         A dict with images/s (wall and CPU) of each side, their ratios (keras / torch,
         median over repetitions) and the setting.
     """
-    _check_device(device)
+    check_device(device)
     sides = {
         "torch": make_torch_step(batch_size, deform_layers, cutmix, device, seed),
         "keras": make_keras_step(batch_size, deform_layers, cutmix, seed, data_format),
@@ -297,7 +297,7 @@ def train_only_peak_memory(side, batch_size=128, steps=3, deform_layers=(), cutm
     """
     if side not in ("torch", "keras"):
         raise ValueError(f"side must be 'torch' or 'keras'; got {side!r}")
-    _check_device(device)
+    check_device(device)
     if side == "torch":
         step = make_torch_step(batch_size, deform_layers, cutmix, device)[0]
     else:
