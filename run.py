@@ -1,11 +1,15 @@
 """Runs the study's experiments: `python run.py --experiment=baseline` (see --helpfull).
 
-This file only turns flags into a `RunConfig` and calls the library; user mistakes (a bad flag
-value, a missing or corrupt data file) end with one line on stderr and exit code 2.
+This file only turns flags into a `RunConfig` and calls the library. User mistakes (a bad flag
+value, an unwritable --artifacts_dir, a bad weights file, a missing or corrupt data file) end
+with one line on stderr and exit code 2 before any training; a run that diverged makes the
+command end with exit code 1 and a line naming it; Ctrl-C ends with one line and exit code 130.
 """
 
 import os
+import signal
 import sys
+import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -43,6 +47,19 @@ flags.DEFINE_integer("epochs", 10, "Maximum training epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Examples per batch.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of weights, split, shuffling and augmentation.",
                      lower_bound=0)
+flags.DEFINE_list("seeds", None, "Run each configuration once per seed, e.g. 0,1,2 (overrides "
+                  "--seed); the report shows mean +- std over seeds.")
+flags.DEFINE_integer("workers", 1, "Runs of a sweep trained at once, each in its own process "
+                     "(the CPU's threads are divided among them; on a GPU they share it).",
+                     lower_bound=1)
+flags.DEFINE_enum("engine", "local", ("local", "ray"),
+                  "local: this machine (--workers at once); ray: Ray Tune trials, on a local "
+                  "Ray or the cluster at --ray_address (pip install 'keras_fmnist[ray]').")
+flags.DEFINE_float("gpus_per_run", 0.0, "Ray engine: GPUs per run; fractions share a GPU "
+                   "(0.25 puts four runs on each).", lower_bound=0.0)
+flags.DEFINE_string("ray_address", None, "Ray engine: auto or HOST:PORT of a running cluster "
+                    "(default: start Ray locally). --artifacts_dir must be storage every node "
+                    "sees.")
 flags.DEFINE_float("learning_rate", 3e-4, "Adam learning rate.", lower_bound=0.0)
 flags.DEFINE_integer("patience", 3,
                      "Early stopping: epochs without a val-accuracy gain (0 disables).",
@@ -61,7 +78,8 @@ flags.DEFINE_enum("data_source", "auto", ("auto", "files", "tfds", "keras"),
                   "download), tensorflow-datasets, or keras' download.")
 flags.DEFINE_string("artifacts_dir", "artifacts",
                     "Root of the outputs: <artifacts_dir>/<experiment>/<run name>/.")
-flags.DEFINE_string("run_name", None, "Name of the run directory (default: from the settings).")
+flags.DEFINE_string("run_name", None, "Name of a single run's directory (default: its settings "
+                    "and a hash of its identity); not allowed with a sweep.")
 flags.DEFINE_enum("stem", "imagenet", ("imagenet", "cifar"),
                   "imagenet: 7x7/2 conv + max-pool (the study); cifar: 3x3/1 conv, no pool.")
 flags.DEFINE_string("torchvision_weights", None,
@@ -100,6 +118,19 @@ flags.register_validator(
     lambda path: path is None or os.path.isfile(path),
     message="--torchvision_weights must name an existing .pth file",
 )
+
+
+def _valid_seeds(values):
+    try:
+        seeds = [int(v) for v in values or []]
+    except ValueError:
+        return False
+    return all(s >= 0 for s in seeds) and len(set(seeds)) == len(seeds) and (
+        values is None or len(seeds) > 0)
+
+
+flags.register_validator("seeds", _valid_seeds,
+                         message="--seeds must be distinct integers >= 0, such as 0,1,2")
 
 
 _HELP_FLAGS = {"--help", "--helpfull", "--helpshort", "--helpxml", "-h", "-?"}
@@ -147,29 +178,79 @@ def config_from_flags():
     )
 
 
+def check_artifacts_dir(path):
+    """One line and exit 2 unless `path` is (or can be made) a writable directory."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        _fail(f"--artifacts_dir={path} is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        _fail(f"--artifacts_dir={path} is not writable ({e.strerror or e})")
+
+
+def check_weights(path):
+    from keras_fmnist.models.torchvision_weights import load_state_dict_file
+
+    try:
+        load_state_dict_file(path)
+    except ValueError as e:
+        _fail(f"--torchvision_weights: {e}")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+    if FLAGS.engine != "ray" and (FLAGS.gpus_per_run or FLAGS.ray_address):
+        _fail("--gpus_per_run and --ray_address are for --engine=ray")
+    check_artifacts_dir(FLAGS.artifacts_dir)
+    if FLAGS.torchvision_weights:
+        check_weights(FLAGS.torchvision_weights)
+    signal.signal(signal.SIGTERM, _interrupt)
     import keras_fmnist
-    from keras_fmnist import experiments
+    from keras_fmnist import runner
+    from keras_fmnist import worker
 
     base = config_from_flags()
+    seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
+    engine = runner.Engine(FLAGS.engine, FLAGS.workers, FLAGS.gpus_per_run, FLAGS.ray_address)
+    outcomes = []
+
+    def on_result(outcome):
+        outcomes.append(outcome)
+        print(f"run.py: {outcome.line()}", flush=True)
+
     try:
-        results, report_path = experiments.run_experiment(
+        _, report_path = runner.run_experiment(
             FLAGS.experiment, base, layers=FLAGS.layers, augment=FLAGS.augment,
-            regularizer=FLAGS.regularizer, p=FLAGS.p, force=FLAGS.force,
+            regularizer=FLAGS.regularizer, p=FLAGS.p, force=FLAGS.force, seeds=seeds,
+            engine=engine, log=lambda line: print(line, flush=True), on_result=on_result,
+            warn=lambda line: print(f"run.py: {line}", file=sys.stderr, flush=True),
         )
     except (keras_fmnist.DatasetError, study.PlanError) as e:
         _fail(e)
-    for config, metrics, status in results:
-        if metrics is None:
-            print(f"run.py: {config.run_dir()}: {status}")
-            continue
-        summary = {k: metrics[k] for k in ("val_accuracy", "test_accuracy") if k in metrics}
-        print(f"run.py: {metrics['run_dir']} ({status}): "
-              + ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+    except KeyboardInterrupt:
+        kept = sum(1 for o in outcomes if o.finished)
+        print(f"interrupted: {kept} finished runs kept; rerun the same command to resume",
+              file=sys.stderr, flush=True)
+        os._exit(130)  # no interpreter teardown: a second Ctrl-C cannot print a traceback
     print(f"run.py: report: {report_path}")
+    bad = [o for o in outcomes if o.status in (worker.DIVERGED, worker.FAILED)]
+    if bad:
+        names = ", ".join(f"{o.run_dir} ({o.status})" for o in bad)
+        print(f"run.py: error: {len(bad)} run(s) did not finish: {names}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    try:
+        app.run(main, flags_parser=parse_flags)
+    except KeyboardInterrupt:  # before main's own handler: nothing had started
+        print("interrupted: 0 finished runs kept; rerun the same command to resume",
+              file=sys.stderr)
+        sys.exit(130)

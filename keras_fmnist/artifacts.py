@@ -7,6 +7,7 @@ either the previous complete file or the new complete file, never a truncated on
 import contextlib
 import io
 import json
+import math
 import os
 import tempfile
 
@@ -53,7 +54,24 @@ def write_text(path, text):
 
 
 def write_json(path, obj):
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    """Writes strict JSON: non-finite floats (a diverged run's NaN loss) become null."""
+    text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=_jsonable,
+                      allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "tolist") and hasattr(value, "ndim"):  # numpy / backend arrays
+        value = value.tolist()
+        if isinstance(value, list):
+            return _finite(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def read_json(path):

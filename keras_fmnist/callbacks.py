@@ -2,6 +2,7 @@
 
 import csv
 import io
+import math
 import time
 
 import keras
@@ -90,3 +91,25 @@ class Throughput(keras.callbacks.Callback):
     def images_per_second(self):
         total = sum(self.train_seconds)
         return self.examples_per_epoch * len(self.train_seconds) / total if total else None
+
+
+class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+    """Keras' `TerminateOnNaN` that also records where the loss stopped being finite.
+
+    Attributes:
+        diverged_at: None, or {"epoch": e, "batch": b} (1-based epoch, 0-based batch).
+    """
+
+    def __init__(self):
+        super().__init__(raise_error=False)
+        self.diverged_at = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + 1
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.diverged_at is None and loss is not None and not math.isfinite(float(loss)):
+            self.diverged_at = {"epoch": self._epoch, "batch": int(batch)}
+        super().on_batch_end(batch, logs)

@@ -48,17 +48,25 @@ class DatasetError(ValueError):
 def candidate_dirs(data_dir=None):
     """Directories searched for the IDX files, in order.
 
-    An explicit `data_dir` is the only candidate: a user who names a directory means that one,
-    and silently falling back to another copy would hide their mistake.
+    A location the user gave, `data_dir` or else `$FASHION_MNIST_DIR`, is the only candidate:
+    a user who names a directory means that one, and silently falling back to another copy
+    would hide their mistake.
     """
-    if data_dir is not None:
-        return [os.path.expanduser(data_dir)]
-    dirs = []
-    if os.environ.get("FASHION_MNIST_DIR"):
-        dirs.append(os.path.expanduser(os.environ["FASHION_MNIST_DIR"]))
-    dirs.append(DEBIAN_DIR)
+    given = user_data_dir(data_dir)
+    if given is not None:
+        return [given]
+    dirs = [DEBIAN_DIR]
     dirs.append(os.path.expanduser(KERAS_CACHE_DIR))
     return dirs
+
+
+def user_data_dir(data_dir=None):
+    """The data directory the user named (`data_dir`, else `$FASHION_MNIST_DIR`), or None."""
+    if data_dir is not None:
+        return os.path.expanduser(data_dir)
+    if os.environ.get("FASHION_MNIST_DIR"):
+        return os.path.expanduser(os.environ["FASHION_MNIST_DIR"])
+    return None
 
 
 def _has_all_files(directory):
@@ -79,7 +87,6 @@ def read_idx(path, kind, expected_count):
     Raises:
         DatasetError: naming the file and what is wrong with it.
     """
-    name = os.path.basename(path)
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
@@ -114,7 +121,7 @@ def read_idx(path, kind, expected_count):
     data = np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(dims)
     if kind == "labels" and data.size and data.max() >= NUM_CLASSES:
         raise DatasetError(
-            f"{name}: label {int(data.max())} out of range 0..{NUM_CLASSES - 1}"
+            f"{path}: label {int(data.max())} out of range 0..{NUM_CLASSES - 1}"
         )
     return data.copy()
 
@@ -218,7 +225,7 @@ def load_fashion_mnist(data_dir=None, source="auto"):
     for directory in dirs:
         if _has_all_files(directory):
             return load_from_dir(directory)
-    if data_dir is not None:
+    if user_data_dir(data_dir) is not None:
         # Name the first missing file: far more useful than "not found" for a directory.
         for name, _, _ in FILES.values():
             if not os.path.isfile(os.path.join(dirs[0], name)):

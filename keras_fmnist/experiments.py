@@ -16,9 +16,13 @@ import numpy as np
 import keras
 
 from keras_fmnist import artifacts
+from keras_fmnist import callbacks as fm_callbacks
 from keras_fmnist import pipeline
 from keras_fmnist import plots
+from keras_fmnist import run_identity
 from keras_fmnist import training
+from keras_fmnist.data import CLASS_NAMES
+from keras_fmnist.data import NUM_CLASSES
 from keras_fmnist.data import load_fashion_mnist
 from keras_fmnist.models.resnet import build_resnet18
 from keras_fmnist.models.resnet import default_data_format
@@ -55,12 +59,13 @@ class RunConfig:
     train_on_full: bool = False  # the study's final retraining on train + validation
     verbose: int = 2
 
-    def default_run_name(self):
+    def readable_name(self):
+        """The human part of the run's directory name (the identity hash follows it)."""
         parts = [f"aug-{self.augment}"]
         if self.deform_layers:
             parts.append("deform-" + "-".join(str(s) for s in self.deform_layers))
         if self.regularizer:
-            parts.append(f"{self.regularizer}-p{self.p:g}")
+            parts.append(f"{self.regularizer}-p{self.p!r}")
         if self.stem != "imagenet":
             parts.append(f"stem-{self.stem}")
         if self.torchvision_weights:
@@ -73,32 +78,112 @@ class RunConfig:
             parts.append(f"n{self.train_limit}")
         return "_".join(parts)
 
-    def run_dir(self):
-        return os.path.join(
-            self.artifacts_dir, self.experiment, self.run_name or self.default_run_name()
+    def identity(self):
+        """Everything that can change this run's result (see `keras_fmnist.run_identity`)."""
+        return run_identity.run_identity(
+            self, data_fingerprint(self), split_sizes(self), keras.backend.backend(),
+            self.data_format or default_data_format(),
         )
 
+    def identity_hash(self):
+        return run_identity.identity_hash(self.identity())
 
-def prepare_data(config):
-    """Loads, limits and splits the data; returns arrays and the split's description."""
-    (x_train, y_train), (x_test, y_test) = load_fashion_mnist(
-        config.data_dir, source=config.data_source
-    )
+    def run_dir(self):
+        """`<artifacts_dir>/<experiment>/<readable name>-<identity hash>`, or `--run_name`."""
+        name = self.run_name or f"{self.readable_name()}-{self.identity_hash()}"
+        return os.path.join(self.artifacts_dir, self.experiment, name)
+
+
+# Loaded arrays per data location, so that planning (identities) and training in one process
+# read the files once. The arrays are made read-only: every user takes copies by indexing.
+_DATA_CACHE = {}
+
+
+def load_data(config):
+    """((x_train, y_train), (x_test, y_test)) and their fingerprint, for the config's source."""
+    key = (config.data_dir, config.data_source, os.environ.get("FASHION_MNIST_DIR"))
+    if key not in _DATA_CACHE:
+        arrays = load_fashion_mnist(config.data_dir, source=config.data_source)
+        flat = [a for pair in arrays for a in pair]
+        for array in flat:
+            array.setflags(write=False)
+        _DATA_CACHE[key] = (arrays, run_identity.array_fingerprint(*flat))
+    return _DATA_CACHE[key]
+
+
+def data_fingerprint(config):
+    return load_data(config)[1]
+
+
+def _split_indices(config, y_train):
+    if config.train_on_full:
+        return np.arange(len(y_train)), np.zeros(0, np.int64)
+    return pipeline.stratified_split(y_train, config.val_fraction, config.seed)
+
+
+def _limited(config):
+    (x_train, y_train), (x_test, y_test) = load_data(config)[0]
     if config.train_limit:
         x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
     if config.test_limit:
         x_test, y_test = x_test[: config.test_limit], y_test[: config.test_limit]
-    if config.train_on_full:
-        train_idx, val_idx = np.arange(len(y_train)), np.zeros(0, np.int64)
-    else:
-        train_idx, val_idx = pipeline.stratified_split(
-            y_train, config.val_fraction, config.seed
-        )
+    return (x_train, y_train), (x_test, y_test)
+
+
+def prepare_data(config):
+    """Loads, limits and splits the data: {"train", "val", "test"} -> (images, labels)."""
+    (x_train, y_train), (x_test, y_test) = _limited(config)
+    train_idx, val_idx = _split_indices(config, y_train)
     return {
         "train": (x_train[train_idx], y_train[train_idx]),
         "val": (x_train[val_idx], y_train[val_idx]),
         "test": (x_test, y_test),
     }
+
+
+def split_sizes(config):
+    """{"train", "val", "test"} -> number of examples, without copying images."""
+    (_, y_train), (_, y_test) = _limited(config)
+    train_idx, val_idx = _split_indices(config, y_train)
+    return {"train": len(train_idx), "val": len(val_idx), "test": len(y_test)}
+
+
+def check_split(config):
+    """Raises ValueError unless the split leaves every class in training and validation.
+
+    A validation split is stratified: each class present must keep at least one training and
+    one validation example, and all classes must be present (a smoke run's `train_limit` can
+    break both). The message names the smallest `train_limit` that works.
+    """
+    if config.train_on_full:
+        return
+    (_, y_train), _ = load_data(config)[0]
+    y = y_train[: config.train_limit] if config.train_limit else y_train
+    problem = _split_problem(y, config.val_fraction)
+    if problem is None:
+        return
+    counts = np.cumsum(np.eye(NUM_CLASSES, dtype=np.int64)[y_train], axis=0)
+    val = np.round(counts * config.val_fraction)
+    ok = np.all((val >= 1) & (counts - val >= 1), axis=1)
+    hint = (f"; use --train_limit={int(np.argmax(ok)) + 1} or more" if ok.any()
+            else "; no --train_limit works at this --val_fraction")
+    raise ValueError(
+        f"--train_limit={config.train_limit} with --val_fraction={config.val_fraction:g} "
+        f"{problem}{hint}"
+    )
+
+
+def _split_problem(y, val_fraction):
+    counts = np.bincount(y, minlength=NUM_CLASSES)
+    for cls, count in enumerate(counts):
+        n_val = int(round(count * val_fraction))
+        if count == 0:
+            return f"has no {CLASS_NAMES[cls]!r} example"
+        if n_val < 1:
+            return f"leaves no {CLASS_NAMES[cls]!r} example for validation"
+        if count - n_val < 1:
+            return f"leaves no {CLASS_NAMES[cls]!r} example for training"
+    return None
 
 
 # MixUp's alpha is the paper's ImageNet value, CutMix's the CutMix paper's default (the study
@@ -168,21 +253,16 @@ def versions():
     return out
 
 
-def run_training(config, extra_callbacks=()):
-    """Trains and evaluates one configuration and writes its artifacts.
+def train_model(config, data, extra_callbacks=()):
+    """Builds, compiles and fits the run's model; returns (model, fit result, diverged_at).
 
-    Returns:
-        The metrics dict that is also written to `metrics.json`.
+    `diverged_at` is None, or where the training loss first stopped being finite
+    ({"epoch", "batch"}): training stops there (`callbacks.StopOnNonFiniteLoss`).
     """
-    start = time.perf_counter()
-    keras.utils.set_random_seed(config.seed)
-    run_dir = config.run_dir()
-    data = prepare_data(config)
     x_train, y_train = data["train"]
     mean, variance = pipeline.standardisation_stats(x_train)
     model, weights_report = build_model(config, mean, variance)
     training.compile_model(model, config.learning_rate)
-
     augment = make_augment_layer(config.augment, config.seed)
     train_batches = pipeline.ArrayBatches(
         x_train, y_train, config.batch_size, shuffle=True, seed=config.seed, augment=augment
@@ -190,28 +270,27 @@ def run_training(config, extra_callbacks=()):
     val_batches = None
     if len(data["val"][1]):
         val_batches = pipeline.ArrayBatches(*data["val"], batch_size=config.batch_size)
-    callbacks = list(extra_callbacks)
+    divergence = fm_callbacks.StopOnNonFiniteLoss()
+    callbacks = [divergence, *extra_callbacks]
     if config.regularizer == "dropblock":
         from keras_fmnist.schedules import DropBlockSchedule
 
-        callbacks.append(
-            DropBlockSchedule(total_steps=config.epochs * len(train_batches))
-        )
+        callbacks.append(DropBlockSchedule(total_steps=config.epochs * len(train_batches)))
     fit = training.fit(
-        model,
-        train_batches,
-        val_batches,
-        epochs=config.epochs,
-        patience=config.patience,
-        run_dir=run_dir,
-        extra_callbacks=callbacks,
-        verbose=config.verbose,
+        model, train_batches, val_batches, epochs=config.epochs, patience=config.patience,
+        run_dir=config.run_dir(), extra_callbacks=callbacks, verbose=config.verbose,
     )
-    # EarlyStopping restored the best epoch's weights; save that model as the run's model.
-    artifacts.save_model(model, os.path.join(run_dir, "model.keras"))
+    fit["input_standardisation"] = {"mean": mean, "variance": variance}
+    if weights_report is not None:
+        fit["torchvision_weights"] = {k: len(v) for k, v in weights_report.items()}
+    return model, fit, divergence.diverged_at
 
+
+def evaluate_model(model, config, data):
+    """Validation loss/accuracy (when there is a split) and test loss/accuracy/predictions."""
     metrics = {}
-    if val_batches is not None:
+    if len(data["val"][1]):
+        val_batches = pipeline.ArrayBatches(*data["val"], batch_size=config.batch_size)
         val_loss, val_acc = model.evaluate(val_batches, verbose=0)
         metrics.update(val_loss=float(val_loss), val_accuracy=float(val_acc))
     x_test, y_test = data["test"]
@@ -226,9 +305,15 @@ def run_training(config, extra_callbacks=()):
         )
     )
     metrics.update(test_loss=test_loss, test_accuracy=float(np.mean(y_pred == y_test)))
+    return metrics, y_pred
 
+
+def write_figures(config, data, fit, y_pred):
+    """The run's curves, test confusion matrix and a grid of test predictions."""
+    run_dir = config.run_dir()
     plots.training_curves(fit["history"], os.path.join(run_dir, "curves.png"),
                           title=f"{config.experiment}: {os.path.basename(run_dir)}")
+    x_test, y_test = data["test"]
     plots.confusion_matrix_figure(
         plots.confusion_matrix(y_test, y_pred), os.path.join(run_dir, "confusion_matrix.png")
     )
@@ -237,58 +322,59 @@ def run_training(config, extra_callbacks=()):
     plots.prediction_grid(x_test[pick], y_test[pick], y_pred[pick],
                           os.path.join(run_dir, "predictions.png"))
 
-    metrics.update(
-        experiment=config.experiment,
-        run_dir=run_dir,
-        epochs_run=fit["epochs_run"],
-        best_epoch=fit["best_epoch"],
-        stopped_early=fit["stopped_early"],
-        history=fit["history"],
-        train_seconds=fit["train_seconds"],
-        train_images_per_second=fit["train_images_per_second"],
-        wall_seconds=time.perf_counter() - start,
-        split={k: int(len(v[1])) for k, v in data.items()},
-        data_format=config.data_format or default_data_format(),
-        input_standardisation={"mean": mean, "variance": variance},
-        config=dataclasses.asdict(config),
-        versions=versions(),
-    )
-    if weights_report is not None:
-        metrics["torchvision_weights"] = {k: len(v) for k, v in weights_report.items()}
-    artifacts.write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    return metrics
+
+def run_record(config, data, fit, wall_seconds, identity):
+    """What every metrics.json holds besides its accuracies: settings, identity, timing."""
+    record = {
+        "experiment": config.experiment,
+        "run_dir": config.run_dir(),
+        "identity": identity,
+        "identity_hash": run_identity.identity_hash(identity),
+        "epochs_run": fit["epochs_run"],
+        "best_epoch": fit["best_epoch"],
+        "stopped_early": fit["stopped_early"],
+        "history": fit["history"],
+        "train_seconds": fit["train_seconds"],
+        "train_images_per_second": fit["train_images_per_second"],
+        "wall_seconds": wall_seconds,
+        "split": {k: int(len(v[1])) for k, v in data.items()},
+        "data_format": config.data_format or default_data_format(),
+        "input_standardisation": fit["input_standardisation"],
+        "config": dataclasses.asdict(config),
+        "versions": versions(),
+    }
+    if "torchvision_weights" in fit:
+        record["torchvision_weights"] = fit["torchvision_weights"]
+    return record
 
 
-def run_experiment(experiment, base, layers=None, augment=None, regularizer="dropblock",
-                   p="0.1", force=False, log=print):
-    """Plans, trains (resumably) and reports one experiment of the study.
+def run_training(config, extra_callbacks=()):
+    """Trains and evaluates one configuration and writes its artifacts.
 
-    Args:
-        experiment: a name from `study.EXPERIMENTS`; "report" only rewrites the report.
-        base: a RunConfig with the shared settings.
-        layers, augment, regularizer, p: the experiment's choices (see `study.plan`).
-        force: retrain runs that already finished.
-        log: where plan and progress go.
+    A run whose training loss stops being finite is stopped at once and recorded with
+    `"status": "diverged"`: no model is kept and the test set is not touched. A finished run
+    is recorded with `"status": "finished"`; its model and val/test numbers are those of the
+    best validation epoch (the last epoch without a validation split).
 
     Returns:
-        (results, report_path): results as `sweep.run_sweep` returns them.
+        The metrics dict that is also written, last, to `metrics.json`.
     """
-    from keras_fmnist import report
-    from keras_fmnist import study
-    from keras_fmnist import sweep
-
-    results = []
-    if experiment != "report":
-        configs = study.plan(experiment, base, layers=layers, augment=augment,
-                             regularizer=regularizer, p=p)
-        data = prepare_data(configs[0])
-        n_train, n_val = len(data["train"][1]), len(data["val"][1])
-        results = sweep.run_sweep(
-            configs, run_training, n_train, n_val, force=force,
-            skip=lambda c: None if study.trainable(c) else "not trainable (p = 1.0)", log=log,
-        )
-        if experiment == "augment":
-            for config in configs:
-                if config.augment != "none":
-                    write_augment_samples(config)
-    return results, report.write_report(base.artifacts_dir)
+    start = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    run_dir = config.run_dir()
+    identity = config.identity()
+    data = prepare_data(config)
+    model, fit, diverged_at = train_model(config, data, extra_callbacks)
+    model_path = os.path.join(run_dir, "model.keras")
+    if diverged_at is not None:
+        if os.path.exists(model_path):
+            os.remove(model_path)  # an earlier epoch's checkpoint is not this run's result
+        metrics = {"status": "diverged", "diverged_at": diverged_at}
+    else:
+        artifacts.save_model(model, model_path)
+        metrics, y_pred = evaluate_model(model, config, data)
+        metrics["status"] = "finished"
+        write_figures(config, data, fit, y_pred)
+    metrics.update(run_record(config, data, fit, time.perf_counter() - start, identity))
+    artifacts.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    return metrics

@@ -8,7 +8,7 @@ with `STUDY`.
 import dataclasses
 import itertools
 
-EXPERIMENTS = ("baseline", "augment", "deform", "regularize", "final", "report")
+EXPERIMENTS = ("baseline", "augment", "deform", "regularize", "final", "study", "report")
 AUGMENTATIONS = ("none", "basic", "mixup", "cutmix")
 REGULARIZERS = ("dropblock", "stodepth")
 # p in 0.1 .. 1.0 as the study swept it. p = 1.0 drops every unit (DropBlock) or every block
@@ -45,19 +45,29 @@ class PlanError(ValueError):
 
 
 def parse_layers(text):
-    """"all" -> the 8 subsets; "none" -> [()]; "1,3" -> [(1, 3)]."""
-    text = text.strip().lower()
+    """"all" -> the 8 subsets; "none" -> [()]; "1,3" -> [(1, 3)].
+
+    Empty lists, empty items ("1,") and repeated stages ("1,1") are errors, not guesses.
+    """
+    text = str(text).strip().lower()
     if text == "all":
         return list(DEFORM_CONFIGS)
-    if text in ("none", ""):
+    if text == "none":
         return [()]
+    usage = f"--layers must be all, none or stages from 1,2,3 (e.g. 1,3); got {text!r}"
+    items = [item.strip() for item in text.split(",")]
+    if not text or any(not item for item in items):
+        raise PlanError(usage)
     try:
-        stages = tuple(sorted({int(s) for s in text.split(",")}))
+        stages = [int(item) for item in items]
     except ValueError:
-        stages = None
-    if not stages or any(s not in STAGES for s in stages):
-        raise PlanError(f"--layers must be all, none or stages from 1,2,3 (e.g. 1,3); got {text!r}")
-    return [stages]
+        raise PlanError(usage) from None
+    if any(s not in STAGES for s in stages):
+        raise PlanError(usage)
+    repeated = sorted({s for s in stages if stages.count(s) > 1})
+    if repeated:
+        raise PlanError(f"--layers names stage {repeated[0]} more than once; got {text!r}")
+    return [tuple(sorted(stages))]
 
 
 def parse_p(text):
@@ -97,7 +107,7 @@ def plan(experiment, base, layers=None, augment=None, regularizer="dropblock", p
     Returns:
         A list of RunConfig, in training order.
     """
-    if experiment not in EXPERIMENTS or experiment == "report":
+    if experiment not in EXPERIMENTS or experiment in ("report", "study"):
         raise PlanError(f"no runs to plan for experiment {experiment!r}")
     augment = augment or DEFAULT_AUGMENT[experiment]
     augments = list(AUGMENTATIONS) if augment == "all" else [augment]

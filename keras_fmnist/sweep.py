@@ -1,27 +1,30 @@
-"""Resumable sweeps: train a list of runs, skipping the finished ones, with plan and progress.
+"""Resumable sweeps: plan, then train each run once, in this process or in N workers.
 
-A run is finished when its `metrics.json` exists: `run_training` writes it last and
-atomically, after the model and history. Killing a sweep therefore loses at most the run in
-progress (which restarts from scratch next time) and never a recorded result.
+A run is finished when its `metrics.json` exists with a final status and the run's identity:
+`run_training` writes it last and atomically, after the model and history. Killing a sweep
+therefore loses at most the runs in progress (they restart from scratch next time) and never
+a recorded result. Each run is claimed before training (`keras_fmnist.claims`), so sweeps
+started at once on the same artifacts train each run once between them.
+
+Engines: `workers=1` trains in this process; `workers=N` runs up to N child processes
+(`python -m keras_fmnist.worker`), dividing the CPU's threads among them (on a GPU they share
+it); `keras_fmnist.ray_engine` runs the same runs as Ray Tune trials.
 """
 
 import math
 import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 
 import keras
 
-from keras_fmnist import artifacts
-
-
-def metrics_path(config):
-    return os.path.join(config.run_dir(), "metrics.json")
-
-
-def is_finished(config):
-    return os.path.isfile(metrics_path(config))
+from keras_fmnist import claims
+from keras_fmnist import worker
 
 
 def measure_step_seconds(config, steps=3):
@@ -51,66 +54,188 @@ def estimate_seconds(config, step_seconds, n_train, n_val):
     return config.epochs * (train_steps + val_steps / 3) * step_seconds
 
 
-def _clock(seconds):
+def clock(seconds):
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def threads_per_worker(workers):
+    """The CPU's cores divided among `workers` (at least one thread each)."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+class Progress:
+    """`[done/total] ... | elapsed | ETA` lines; the ETA scales by actual/estimated run time."""
+
+    def __init__(self, total, estimates, workers, log):
+        self.total, self.workers, self.log = total, workers, log
+        self.estimates = dict(estimates)  # run dir -> estimated seconds, runs still to train
+        self.done = 0
+        self.start = time.perf_counter()
+        self.spent = self.estimated_spent = 0.0
+
+    def _eta(self):
+        scale = self.spent / self.estimated_spent if self.estimated_spent else 1.0
+        return scale * sum(self.estimates.values()) / self.workers
+
+    def _stamp(self):
+        return (f"elapsed {clock(time.perf_counter() - self.start)} | "
+                f"ETA {clock(self._eta())}")
+
+    def started(self, run_dir):
+        self.log(f"[{self.done}/{self.total}] started {run_dir} | {self._stamp()}")
+
+    def ended(self, run_dir, seconds=None):
+        self.done += 1
+        estimate = self.estimates.pop(run_dir, None)
+        if seconds is not None and estimate:
+            self.spent += seconds
+            self.estimated_spent += estimate
+        self.log(f"[{self.done}/{self.total}] ended {run_dir} | {self._stamp()}")
+
+
 def run_sweep(configs, train_fn, n_train, n_val, force=False, skip=None, log=print,
-              step_seconds=None):
-    """Trains each config in order, unless finished (or `force`), and returns their metrics.
+              step_seconds=None, workers=1, on_result=None, warn=None):
+    """Trains each config unless finished (or `force`) and returns what became of each.
 
     Args:
-        configs: RunConfigs.
-        train_fn: called as train_fn(config) -> metrics (e.g. experiments.run_training).
+        configs: RunConfigs, in order.
+        train_fn: called as train_fn(config, extra_callbacks=[...]) -> metrics
+            (experiments.run_training). With workers > 1 the children always use
+            experiments.run_training.
         n_train, n_val: examples per epoch, for the time estimate.
         force: retrain finished runs too.
         skip: optional predicate; configs for which it returns a reason string are not trained.
         log: where plan and progress lines go.
         step_seconds: seconds per training step for the estimate; None measures it on the
             first run's model.
+        workers: runs trained at once (child processes when > 1).
+        on_result: called with each run's `worker.Outcome` as the run ends (default: logs
+            its line).
+        warn: where one-line warnings go (default: log).
 
     Returns:
-        A list of (config, metrics or None, status) with status "done", "trained" or a skip
-        reason.
+        A list of `worker.Outcome`, in the order of `configs`.
     """
-    todo = [c for c in configs if force or not is_finished(c)]
-    reasons = {id(c): skip(c) for c in configs} if skip else {}
-    trainable = [c for c in todo if not reasons.get(id(c))]
+    warn = warn or log
+    on_result = on_result or (lambda outcome: log(outcome.line()))
+    reasons = {c.run_dir(): (skip(c) if skip else None) for c in configs}
+    recorded = {} if force else {c.run_dir(): worker.read_recorded(c, warn) for c in configs}
+    todo = [c for c in configs if not recorded.get(c.run_dir()) and not reasons[c.run_dir()]]
     step = step_seconds
     if step is None:
-        step = measure_step_seconds(trainable[0]) if trainable else 0.0
-    per_run = [estimate_seconds(c, step, n_train, n_val) for c in trainable]
+        step = measure_step_seconds(todo[0]) if todo else 0.0
+    estimates = {c.run_dir(): estimate_seconds(c, step, n_train, n_val) for c in todo}
+    finished = sum(1 for c in configs if recorded.get(c.run_dir()))
     log(
-        f"plan: {len(configs)} run(s), {len(configs) - len(todo)} already finished, "
-        f"{len(trainable)} to train, up to {configs[0].epochs} epoch(s) each; "
-        f"measured {step * 1000:.0f} ms/step -> estimated {_clock(sum(per_run))} "
+        f"plan: {len(configs)} run(s), {finished} already finished, "
+        f"{len(todo)} to train, up to {configs[0].epochs} epoch(s) each, {workers} at a time; "
+        f"measured {step * 1000:.0f} ms/step -> estimated "
+        f"{clock(sum(estimates.values()) / max(1, workers))} "
         "(upper bound: early stopping may end runs sooner)"
     )
     for c in configs:
-        state = "finished" if c not in todo else (reasons.get(id(c)) or "to train")
+        if recorded.get(c.run_dir()):
+            state = recorded[c.run_dir()]["status"]
+        else:
+            state = reasons[c.run_dir()] or "to train"
         log(f"  - {c.run_dir()}: {state}")
 
-    results, start = [], time.perf_counter()
-    remaining = list(per_run)
-    # Actual over estimated time of the runs done so far corrects the ETA as the sweep goes.
-    spent, estimated_spent = 0.0, 0.0
-    for i, config in enumerate(configs, 1):
-        reason = reasons.get(id(config))
-        if config not in todo:
-            results.append((config, artifacts.read_json(metrics_path(config)), "done"))
-            continue
-        if reason:
-            results.append((config, None, reason))
-            continue
-        elapsed = time.perf_counter() - start
-        scale = spent / estimated_spent if estimated_spent else 1.0
-        log(f"[{i}/{len(configs)}] {config.run_dir()} | elapsed {_clock(elapsed)} | "
-            f"ETA {_clock(scale * sum(remaining))}")
-        run_start = time.perf_counter()
-        metrics = train_fn(config)
-        spent += time.perf_counter() - run_start
-        estimated_spent += remaining.pop(0)
-        results.append((config, metrics, "trained"))
-    log(f"sweep finished in {_clock(time.perf_counter() - start)}")
-    return results
+    progress = Progress(len(configs), estimates, workers, log)
+    outcomes = {}
+
+    def record(outcome, seconds=None):
+        outcomes[outcome.run_dir] = outcome
+        on_result(outcome)
+        progress.ended(outcome.run_dir, seconds)
+
+    for c in configs:
+        if reasons[c.run_dir()]:
+            record(worker.Outcome(worker.SKIPPED, c.run_dir(), None, reasons[c.run_dir()]))
+    runnable = [c for c in configs if not reasons[c.run_dir()]]
+    if workers <= 1:
+        for config in runnable:
+            if config in todo:
+                progress.started(config.run_dir())
+            run_start = time.perf_counter()
+            outcome = worker.handle_run(config, train_fn, force=force, warn=warn)
+            record(outcome, time.perf_counter() - run_start)
+    else:
+        _run_children(runnable, workers, force, progress, record, log)
+    log(f"sweep ended in {clock(time.perf_counter() - progress.start)}")
+    return [outcomes[c.run_dir()] for c in configs]
+
+
+def _run_children(configs, workers, force, progress, record, log):
+    """Up to `workers` child processes at once, one per run; Ctrl-C stops them all cleanly."""
+    threads = threads_per_worker(workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    pending = list(configs)
+    running = {}  # Popen -> (config, result path, start time)
+    scratch = tempfile.mkdtemp(prefix="keras_fmnist-sweep-")
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                config = pending.pop(0)
+                if not force:
+                    metrics = worker.read_recorded(config)
+                    if metrics:  # finished by another sweep since the plan
+                        record(worker.recorded_outcome(config, metrics))
+                        continue
+                    owner = claims.live_claim(config.run_dir())
+                    if owner is not None:
+                        record(worker.Outcome(worker.CLAIMED, config.run_dir(), None,
+                                              f"claimed by {claims.describe(owner)}"))
+                        continue
+                result = os.path.join(scratch, f"{len(pending)}-{len(running)}-{time.time()}")
+                os.makedirs(config.run_dir(), exist_ok=True)
+                log_file = open(os.path.join(config.run_dir(), "train.log"), "ab")
+                command = [sys.executable, "-m", "keras_fmnist.worker",
+                           f"--config={worker.config_to_json(config)}", f"--result={result}",
+                           f"--threads={threads}"] + (["--force"] if force else [])
+                progress.started(config.run_dir())
+                process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                           env=env)
+                log_file.close()
+                running[process] = (config, result, time.perf_counter())
+            for process in [p for p in running if p.poll() is not None]:
+                config, result, start = running.pop(process)
+                record(_child_outcome(config, result, process.returncode),
+                       time.perf_counter() - start)
+            if running:
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        _stop_children(running)
+        raise
+    finally:
+        for name in os.listdir(scratch):
+            os.remove(os.path.join(scratch, name))
+        os.rmdir(scratch)
+
+
+def _child_outcome(config, result, returncode):
+    try:
+        from keras_fmnist import artifacts
+
+        data = artifacts.read_json(result)
+    except (OSError, ValueError):
+        log_path = os.path.join(config.run_dir(), "train.log")
+        return worker.Outcome(worker.FAILED, config.run_dir(), None,
+                              f"worker exited with code {returncode}; see {log_path}")
+    metrics = worker.read_recorded(config) if data["status"] in (
+        worker.TRAINED, worker.DONE, worker.DIVERGED) else None
+    return worker.Outcome(data["status"], data["run_dir"], metrics, data["detail"])
+
+
+def _stop_children(running, timeout=60):
+    """SIGTERM to every child still running (each releases its claim), then wait."""
+    for process in running:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

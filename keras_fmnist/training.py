@@ -49,7 +49,8 @@ def fit(
         val_batches: validation batches, never augmented; None trains for `epochs` (the study's
             final retraining on train+validation).
         epochs: maximum epochs.
-        patience: epochs without a validation-accuracy improvement before stopping; 0 disables.
+        patience: epochs without a validation-accuracy improvement before stopping; 0 never
+            stops early. Either way the model ends with the best validation epoch's weights.
         run_dir: where `history.csv` and the best `model.keras` go (atomically, every epoch).
         extra_callbacks: more callbacks, e.g. the DropBlock schedule.
         verbose: Keras' fit verbosity.
@@ -61,9 +62,13 @@ def fit(
     throughput = fm_callbacks.Throughput(_num_examples(train_batches))
     callbacks = [throughput, *extra_callbacks]
     early = None
-    if val_batches is not None and patience:
+    if val_batches is not None:
+        # Keras restores the best epoch's weights at the end of training, stopped early or
+        # not; patience 0 ("no early stopping") is a patience no run can exhaust, so the
+        # model is still the best validation epoch's.
         early = keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True
+            monitor="val_accuracy", mode="max", patience=patience or epochs + 1,
+            restore_best_weights=True,
         )
         callbacks.append(early)
     checkpoint = None

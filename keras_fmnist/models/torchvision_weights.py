@@ -19,15 +19,42 @@ def _to_numpy(value):
     return np.asarray(value)
 
 
+# Entries every torchvision resnet18 state_dict has, with their shapes (None: any size), by
+# which a file is recognised before any model is built.
+REQUIRED_ENTRIES = {
+    "conv1.weight": (64, None, 7, 7),
+    "bn1.weight": (64,),
+    "layer1.0.conv1.weight": (64, 64, 3, 3),
+    "layer3.1.bn2.running_var": (256,),
+}
+
+
 def load_state_dict_file(path):
-    """Reads a `.pth` state_dict (a plain dict of tensors, or a pickled full model)."""
+    """Reads a `.pth` state_dict (a plain dict of tensors, or a pickled full model).
+
+    Raises:
+        ValueError: one line naming the file and why it is not a torchvision resnet18
+            state_dict (unreadable, not a mapping of tensors, missing or misshapen entries).
+    """
     import torch
 
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises pickle, zip and runtime errors for a bad file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a readable torch file ({first})") from None
     if hasattr(obj, "state_dict"):
         obj = obj.state_dict()
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: not a state_dict (got {type(obj).__name__})")
+    for key, shape in REQUIRED_ENTRIES.items():
+        if key not in obj:
+            raise ValueError(f"{path}: not a torchvision resnet18 state_dict (no {key!r})")
+        actual = tuple(getattr(obj[key], "shape", ()))
+        if len(actual) != len(shape) or any(
+                want is not None and got != want for got, want in zip(actual, shape)):
+            raise ValueError(f"{path}: {key} has shape {actual}, a resnet18 has "
+                             f"{tuple('*' if d is None else d for d in shape)}")
     return obj
 
 

@@ -1,0 +1,187 @@
+"""Run claims: one worker trains a run, however many sweeps or machines share the artifacts.
+
+A worker claims a run before training it by creating `<run dir>/claim.json` exclusively
+(`O_CREAT | O_EXCL`), holding its host, pid, the process's start time and the claim's start
+time. The check "finished? claimed? stale?" and the creation happen under an advisory lock
+on `<run dir>/.lock` (`fcntl.flock`; the kernel releases it when a process dies), so two workers
+can never both decide a run is theirs.
+
+A claim is stale when its process is gone: on the same host, no process with its pid and
+start time exists; on another host (a Ray cluster on shared storage), its owner has not
+touched the claim for `STALE_AFTER_SECONDS` (owners touch it every epoch through
+`ClaimHeartbeat`). A stale claim is taken over, and the run's leftover `.tmp-*` files (a kill
+during an atomic write) are removed then.
+"""
+
+import contextlib
+import dataclasses
+import fcntl
+import glob
+import json
+import os
+import socket
+import time
+
+import keras
+
+CLAIM_FILE = "claim.json"
+LOCK_FILE = ".lock"
+# Longer than any epoch of the study on the slowest machine measured (about 6 min on a loaded
+# 2-core CPU), so a live owner on another host always refreshes its claim in time.
+STALE_AFTER_SECONDS = 3600
+
+
+def _process_start_ticks(pid):
+    """The process's start time in clock ticks since boot (Linux), or None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) may hold spaces, so count from its closing paren.
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_info():
+    """Who is claiming: host, pid, the process's start time, and now."""
+    pid = os.getpid()
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "process_start_ticks": _process_start_ticks(pid),
+        "claimed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def is_stale(info, claim_path, now=None):
+    """True when the claim's owner is gone (see the module docstring)."""
+    if info.get("host") != socket.gethostname():
+        try:
+            age = (now or time.time()) - os.path.getmtime(claim_path)
+        except OSError:
+            return True
+        return age > STALE_AFTER_SECONDS
+    pid = info.get("pid")
+    if not isinstance(pid, int) or not _pid_alive(pid):
+        return True
+    ticks = info.get("process_start_ticks")
+    return ticks is not None and _process_start_ticks(pid) not in (None, ticks)
+
+
+def read_claim(run_dir):
+    """The claim's content, {} for an unreadable claim file, or None when unclaimed."""
+    path = os.path.join(run_dir, CLAIM_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # half-written by a killed owner: stale by construction
+
+
+def live_claim(run_dir):
+    """The claim of a live owner, or None (unclaimed or stale)."""
+    info = read_claim(run_dir)
+    if info is None or is_stale(info, os.path.join(run_dir, CLAIM_FILE)):
+        return None
+    return info
+
+
+def describe(info):
+    return f"{info.get('host', '?')}:{info.get('pid', '?')} since {info.get('claimed_at', '?')}"
+
+
+@contextlib.contextmanager
+def _locked(run_dir):
+    with open(os.path.join(run_dir, LOCK_FILE), "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@dataclasses.dataclass
+class Claim:
+    """A claim held by this process; `release()` gives it up (idempotent)."""
+
+    run_dir: str
+    info: dict
+
+    @property
+    def path(self):
+        return os.path.join(self.run_dir, CLAIM_FILE)
+
+    def touch(self):
+        with contextlib.suppress(OSError):
+            os.utime(self.path)
+
+    def release(self):
+        with contextlib.suppress(FileNotFoundError):
+            if read_claim(self.run_dir) == self.info:
+                os.remove(self.path)
+
+
+def remove_temp_files(run_dir):
+    """Removes `.tmp-*` files left by a process killed during an atomic write."""
+    removed = []
+    for path in glob.glob(os.path.join(run_dir, ".tmp-*")):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def try_claim(run_dir, finished):
+    """Claims `run_dir` unless it is finished or claimed by a live owner.
+
+    Args:
+        run_dir: the run's directory (created if missing).
+        finished: a function returning a truthy value (e.g. the recorded metrics) when the run
+            is finished; called under the lock, right before claiming.
+
+    Returns:
+        ("done", value of finished()), ("claimed", the live owner's info) or
+        ("claim", a Claim now held by this process).
+    """
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, CLAIM_FILE)
+    with _locked(run_dir):
+        done = finished()
+        if done:
+            return "done", done
+        info = read_claim(run_dir)
+        if info is not None:
+            if not is_stale(info, path):
+                return "claimed", info
+            os.remove(path)
+        info = owner_info()
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(info, f)
+            f.flush()
+            os.fsync(f.fileno())
+        remove_temp_files(run_dir)
+    return "claim", Claim(run_dir, info)
+
+
+class ClaimHeartbeat(keras.callbacks.Callback):
+    """Touches a held claim every epoch, so workers on other hosts see its owner is alive."""
+
+    def __init__(self, claim):
+        super().__init__()
+        self.claim = claim
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.claim.touch()

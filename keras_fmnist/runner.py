@@ -1,0 +1,181 @@
+"""Runs the study's experiments: plan, check, train (resumably, by any engine), report.
+
+`run_experiment` is what `run.py` calls. The study experiment (`--experiment=study`) runs the
+study's 32 runs in its order and applies its selection rules to this project's own results:
+the deformable configuration with the best validation accuracy is the one retrained on
+train+validation for the final test and the one regularised; the best p of each regulariser
+is read off its sweep by validation accuracy in the report. Nothing chosen is hard-coded.
+"""
+
+import dataclasses
+import time
+
+from keras_fmnist import claims
+from keras_fmnist import experiments
+from keras_fmnist import report
+from keras_fmnist import study
+from keras_fmnist import sweep
+from keras_fmnist import worker
+
+ENGINES = ("local", "ray")
+# How long the study waits between looks at deformable runs that another worker is training
+# (their results decide the rest of the study).
+CLAIM_POLL_SECONDS = 10
+
+
+@dataclasses.dataclass
+class Engine:
+    """How runs are executed: `workers` at once, locally or as Ray Tune trials."""
+
+    name: str = "local"
+    workers: int = 1
+    gpus_per_run: float = 0.0
+    ray_address: str | None = None
+
+    def run(self, configs, n_train, n_val, force, log, on_result, warn):
+        skip = lambda c: None if study.trainable(c) else "not trainable (p = 1.0)"  # noqa: E731
+        if self.name == "ray":
+            from keras_fmnist import ray_engine
+
+            return ray_engine.run_sweep(
+                configs, n_train, n_val, force=force, skip=skip, log=log,
+                on_result=on_result, workers=self.workers, gpus_per_run=self.gpus_per_run,
+                address=self.ray_address,
+            )
+        return sweep.run_sweep(
+            configs, experiments.run_training, n_train, n_val, force=force, skip=skip,
+            log=log, workers=self.workers, on_result=on_result, warn=warn,
+        )
+
+
+def check_plan(configs, base):
+    """User errors that only the planned runs reveal: raise PlanError before any training."""
+    if base.run_name and len(configs) > 1:
+        raise study.PlanError(
+            f"--run_name names a single run; this command plans {len(configs)} runs "
+            "(each sweep run gets its own directory from its settings)")
+    for config in configs:
+        try:
+            experiments.check_split(config)
+        except ValueError as e:
+            raise study.PlanError(str(e)) from None
+        if config.run_name:
+            recorded = _recorded_identity(config)
+            if recorded is not None and recorded != config.identity_hash():
+                raise study.PlanError(
+                    f"{config.run_dir()} holds a run with other settings (identity "
+                    f"{recorded}, this one {config.identity_hash()}); choose another "
+                    "--run_name or drop it")
+
+
+def _recorded_identity(config):
+    try:
+        from keras_fmnist import artifacts
+
+        return artifacts.read_json(worker.metrics_path(config.run_dir())).get("identity_hash")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def plan_runs(experiment, base, seeds, **choices):
+    """The experiment's runs for each seed (seed-major within the study's order)."""
+    runs = []
+    for config in study.plan(experiment, base, **choices):
+        for seed in seeds:
+            runs.append(dataclasses.replace(config, seed=seed))
+    return runs
+
+
+def run_experiment(experiment, base, layers=None, augment=None, regularizer="dropblock",
+                   p="0.1", force=False, seeds=None, engine=None, log=print, on_result=None,
+                   warn=None):
+    """Plans, trains (resumably) and reports one experiment of the study.
+
+    Args:
+        experiment: a name from `study.EXPERIMENTS`; "report" only rewrites the report;
+            "study" runs the whole study.
+        base: a RunConfig with the shared settings.
+        layers, augment, regularizer, p: the experiment's choices (see `study.plan`).
+        force: retrain runs that already finished.
+        seeds: seeds to run each configuration with (default: base.seed).
+        engine: an Engine (default: local, one worker).
+        log: where plan and progress go; on_result gets each run's Outcome as it ends.
+
+    Returns:
+        (outcomes, report_path): a list of `worker.Outcome`.
+
+    Raises:
+        study.PlanError: a user error found in the plan (before any training).
+    """
+    engine = engine or Engine()
+    seeds = list(seeds or [base.seed])
+    outcomes = []
+    if experiment == "study":
+        outcomes = _run_study(base, seeds, force, engine, log, on_result, warn)
+    elif experiment != "report":
+        configs = plan_runs(experiment, base, seeds, layers=layers, augment=augment,
+                            regularizer=regularizer, p=p)
+        outcomes = _train(configs, base, force, engine, log, on_result, warn)
+        if experiment == "augment":
+            _write_samples(configs)
+    return outcomes, report.write_report(base.artifacts_dir)
+
+
+def _train(configs, base, force, engine, log, on_result, warn):
+    check_plan(configs, base)
+    sizes = experiments.split_sizes(configs[0])
+    return engine.run(configs, sizes["train"], sizes["val"], force, log, on_result, warn)
+
+
+def _write_samples(configs):
+    seen = set()
+    for config in configs:
+        if config.augment != "none" and config.augment not in seen:
+            seen.add(config.augment)
+            experiments.write_augment_samples(config)
+
+
+def _run_study(base, seeds, force, engine, log, on_result, warn):
+    """Experiments 1-4 in order; the later ones use what the earlier ones selected."""
+    first = (plan_runs("baseline", base, seeds)
+             + plan_runs("augment", base, seeds, augment="all")
+             + plan_runs("deform", base, seeds, layers="all"))
+    check_plan(first, base)
+    outcomes = _train(first, base, force, engine, log, on_result, warn)
+    _write_samples([c for c in first if c.experiment == "augment"])
+    deform = [c for c in first if c.experiment == "deform"]
+    best = select_best_layers(deform, log)
+    if best is None:
+        log("study: no deformable run finished; final and regularisation runs not planned")
+        return outcomes
+    layers = ",".join(str(s) for s in best) or "none"
+    log(f"study: best deformable stages by validation accuracy: {study.layers_name(best)}")
+    second = (plan_runs("final", base, seeds, layers=layers)
+              + plan_runs("regularize", base, seeds, layers=layers,
+                          regularizer="dropblock", p="sweep")
+              + plan_runs("regularize", base, seeds, layers=layers,
+                          regularizer="stodepth", p="sweep"))
+    return outcomes + _train(second, base, force, engine, log, on_result, warn)
+
+
+def select_best_layers(configs, log=print):
+    """The deformable stages whose runs reach the best mean validation accuracy.
+
+    Waits for runs that another worker is still training (their claims are live); runs that
+    diverged or are missing take no part.
+    """
+    while True:
+        waiting = [c for c in configs
+                   if worker.read_recorded(c) is None and claims.live_claim(c.run_dir())]
+        if not waiting:
+            break
+        log(f"study: waiting for {len(waiting)} deformable run(s) claimed by other workers")
+        time.sleep(CLAIM_POLL_SECONDS)
+    scores = {}
+    for config in configs:
+        metrics = worker.read_recorded(config)
+        if metrics and metrics["status"] == "finished" and "val_accuracy" in metrics:
+            scores.setdefault(tuple(config.deform_layers), []).append(metrics["val_accuracy"])
+    if not scores:
+        return None
+    return max(scores, key=lambda k: sum(scores[k]) / len(scores[k]))
