@@ -90,10 +90,11 @@ flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress ba
 
 
 def _parses(parse, text):
+    """A flag checker that reports the parser's own message (it says what is wrong)."""
     try:
         parse(text)
-    except study.PlanError:
-        return False
+    except study.PlanError as e:
+        raise flags.ValidationError(str(e)) from None
     return True
 
 

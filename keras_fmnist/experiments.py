@@ -1,9 +1,11 @@
-"""One training run of the study, end to end: data, model, fit, evaluation and artifacts.
+"""One training run of the study: its settings and identity, data, model, fit, evaluation.
 
-`RunConfig` holds every setting of a run; `run_training` composes the library pieces
-(data, pipeline, model builder, training, plots, artifacts) and writes, under
-`<artifacts_dir>/<experiment>/<run name>/`: `model.keras`, `history.csv`, `metrics.json`,
-`curves.png`, `confusion_matrix.png` and `predictions.png`.
+`RunConfig` holds every setting of a run and names its directory from its identity
+(`keras_fmnist.run_identity`); `run_training` composes the library pieces (`train_model`,
+`evaluate_model`, `write_figures`, `run_record`) and writes, under
+`<artifacts_dir>/<experiment>/<readable name>-<identity hash>/`: `model.keras`,
+`history.csv`, `metrics.json` (last), `curves.png`, `confusion_matrix.png` and
+`predictions.png`.
 """
 
 import dataclasses

@@ -2,31 +2,93 @@
 
 Every number in the report is read from a run's `metrics.json`; the study's numbers come from
 `study.STUDY`. Nothing is typed by hand, so re-running `python run.py --experiment=report` after
-any run brings the report up to date.
+any run brings the report up to date. Only runs with `"status": "finished"` enter the accuracy
+tables; diverged runs are listed apart. Runs that differ only in their seed form one row:
+mean ± sample standard deviation and n.
 """
 
+import copy
 import glob
 import os
+import statistics
 import time
 
 from keras_fmnist import artifacts
 from keras_fmnist import plots
+from keras_fmnist import run_identity
 from keras_fmnist import study
 
 FIGURES_DIR = "figures"
 
 
-def load_runs(artifacts_dir):
-    """{experiment: [metrics, ...]} from every finished run under `artifacts_dir`."""
-    runs = {}
+def _read_all(artifacts_dir):
+    out = []
     for path in sorted(glob.glob(os.path.join(artifacts_dir, "*", "*", "metrics.json"))):
         try:
             metrics = artifacts.read_json(path)
         except (OSError, ValueError):
             continue  # unreadable: not a finished run
-        metrics["_dir"] = os.path.dirname(path)
-        runs.setdefault(metrics.get("experiment", "?"), []).append(metrics)
+        if isinstance(metrics, dict):
+            metrics["_dir"] = os.path.dirname(path)
+            out.append(metrics)
+    return out
+
+
+def load_runs(artifacts_dir, status="finished"):
+    """{experiment: [metrics, ...]} of the runs under `artifacts_dir` with this status."""
+    runs = {}
+    for metrics in _read_all(artifacts_dir):
+        if metrics.get("status") == status:
+            runs.setdefault(metrics.get("experiment", "?"), []).append(metrics)
     return runs
+
+
+def _seedless_key(m):
+    identity = m.get("identity")
+    if not identity:
+        return m["_dir"]
+    identity = copy.deepcopy(identity)
+    identity["settings"].pop("seed", None)
+    return run_identity.identity_hash(identity)
+
+
+class Group:
+    """Runs of one configuration that differ only in their seed (often just one run)."""
+
+    def __init__(self, runs):
+        self.runs = sorted(runs, key=lambda m: m["config"]["seed"])
+        self.first = self.runs[0]
+        self.config = self.first["config"]
+        self.n = len(self.runs)
+
+    def values(self, fn):
+        return [v for v in (fn(m) for m in self.runs) if v is not None]
+
+    def mean(self, fn):
+        values = self.values(fn)
+        return statistics.fmean(values) if values else None
+
+    def pct(self, fn):
+        """"93.12%" for one run; "93.12% +- 0.21 (n=3)" over seeds."""
+        values = self.values(fn)
+        if not values:
+            return "-"
+        if len(values) == 1:
+            return f"{100 * values[0]:.2f}%"
+        return (f"{100 * statistics.fmean(values):.2f}% ± "
+                f"{100 * statistics.stdev(values):.2f} (n={len(values)})")
+
+    @property
+    def name(self):
+        base = os.path.basename(self.first["_dir"])
+        return base if self.n == 1 else f"{base} and {self.n - 1} more seed(s)"
+
+
+def group_by_seed(runs):
+    groups = {}
+    for m in runs:
+        groups.setdefault(_seedless_key(m), []).append(m)
+    return [Group(v) for v in groups.values()]
 
 
 def _pct(value):
@@ -34,15 +96,27 @@ def _pct(value):
 
 
 def _best_val(m):
-    values = m.get("history", {}).get("val_accuracy") or []
-    if not values:
+    values = [v for v in (m.get("history", {}).get("val_accuracy") or [])]
+    if not values or any(v is None for v in values):
         return None, None
     best = max(range(len(values)), key=values.__getitem__)
     return values[best], best + 1
 
 
-def _subset(m):
-    c = m["config"]
+def _best_val_value(m):
+    return _best_val(m)[0]
+
+
+def _best_epochs(g):
+    epochs = [str(_best_val(m)[1]) for m in g.runs if _best_val(m)[1] is not None]
+    return ",".join(epochs) or "-"
+
+
+def _test(m):
+    return m.get("test_accuracy")
+
+
+def _subset(c):
     parts = []
     if c.get("train_limit"):
         parts.append(f"train first {c['train_limit']}")
@@ -51,10 +125,13 @@ def _subset(m):
     return ", ".join(parts) or "full"
 
 
-def _settings(m):
-    c = m["config"]
-    return (f"{m['epochs_run']}/{c['epochs']} | {c['seed']} | {_subset(m)} | "
-            f"{m['wall_seconds'] / 60:.1f} min | {m['versions']['keras_backend']}")
+def _settings(g):
+    c = g.config
+    epochs = ",".join(str(m["epochs_run"]) for m in g.runs)
+    seeds = ",".join(str(m["config"]["seed"]) for m in g.runs)
+    minutes = statistics.fmean(m["wall_seconds"] for m in g.runs) / 60
+    return (f"{epochs}/{c['epochs']} | {seeds} | {_subset(c)} | "
+            f"{minutes:.1f} min | {g.first['versions']['keras_backend']}")
 
 
 def _diff(ours, theirs):
@@ -67,11 +144,11 @@ def _rel(path, root):
     return os.path.relpath(path, root)
 
 
-def _layers(m):
-    return study.layers_name(tuple(m["config"].get("deform_layers") or ()))
+def _layers(g):
+    return study.layers_name(tuple(g.config.get("deform_layers") or ()))
 
 
-SETTINGS_HEADER = "epochs run/max | seed | data | wall | backend"
+SETTINGS_HEADER = "epochs run/max | seed(s) | data | wall (mean) | backend"
 
 
 def baseline_section(runs, root, fig_dir):
@@ -81,27 +158,26 @@ def baseline_section(runs, root, fig_dir):
              f"{SETTINGS_HEADER} |", "|---|---|---|---|---|---|---|---|---|---|",
              f"| study | {s['val_epoch1']:.2f}% | {s['best_val']:.2f}% ({s['best_epoch']}) | "
              f"{s['val_epoch10']:.2f}% (epoch 10) | - | 10/10 | - | full | - | PyTorch |"]
-    for m in runs:
-        val = m["history"].get("val_accuracy", [])
-        best, epoch = _best_val(m)
+    groups = group_by_seed(runs)
+    first_val = lambda m: (m["history"].get("val_accuracy") or [None])[0]  # noqa: E731
+    last_val = lambda m: (m["history"].get("val_accuracy") or [None])[-1]  # noqa: E731
+    for g in groups:
         lines.append(
-            f"| {os.path.basename(m['_dir'])} | {_pct(val[0] if val else None)} | "
-            f"{_pct(best)} ({epoch}) | {_pct(val[-1] if val else None)} "
-            f"(epoch {len(val)}) | {_pct(m.get('test_accuracy'))} | {_settings(m)} |")
+            f"| {g.name} | {g.pct(first_val)} | {g.pct(_best_val_value)} ({_best_epochs(g)}) | "
+            f"{g.pct(last_val)} | {g.pct(_test)} | {_settings(g)} |")
     notes = []
-    for m in runs:
-        if _subset(m) != "full":
+    for g in groups:
+        if _subset(g.config) != "full":
             continue
-        name, val = os.path.basename(m["_dir"]), m["history"].get("val_accuracy", [])
-        note = f"{name}: epoch 1 {_diff(val[0] if val else None, s['val_epoch1'])}"
-        if m["config"]["epochs"] >= 10:  # the study's budget: its best epoch is comparable
-            note += f", best {_diff(_best_val(m)[0], s['best_val'])}"
+        note = f"{g.name}: epoch 1 {_diff(g.mean(first_val), s['val_epoch1'])}"
+        if g.config["epochs"] >= 10:  # the study's budget: its best epoch is comparable
+            note += f", best {_diff(g.mean(_best_val_value), s['best_val'])}"
         notes.append(note)
     if notes:
         lines += ["", "Difference from the study's validation accuracy: " + "; ".join(notes)
                   + "."]
-    for m in runs[:1]:
-        lines += ["", f"![curves]({_rel(os.path.join(m['_dir'], 'curves.png'), root)})"]
+    for g in groups[:1]:
+        lines += ["", f"![curves]({_rel(os.path.join(g.first['_dir'], 'curves.png'), root)})"]
     return lines
 
 
@@ -111,14 +187,14 @@ def augment_section(runs, root, fig_dir):
              f"| technique | best val (epoch) | study best val | difference | test acc | "
              f"{SETTINGS_HEADER} |", "|---|---|---|---|---|---|---|---|---|---|"]
     histories = {}
-    for m in runs:
-        aug = m["config"]["augment"]
-        best, epoch = _best_val(m)
+    for g in group_by_seed(runs):
+        aug = g.config["augment"]
         ref = s.get(aug)
         lines.append(
-            f"| {aug} | {_pct(best)} ({epoch}) | {'-' if ref is None else f'{ref:.2f}%'} | "
-            f"{_diff(best, ref)} | {_pct(m.get('test_accuracy'))} | {_settings(m)} |")
-        histories.setdefault(f"{aug} ({_subset(m)})", m["history"])
+            f"| {aug} | {g.pct(_best_val_value)} ({_best_epochs(g)}) | "
+            f"{'-' if ref is None else f'{ref:.2f}%'} | {_diff(g.mean(_best_val_value), ref)} | "
+            f"{g.pct(_test)} | {_settings(g)} |")
+        histories.setdefault(f"{aug} ({_subset(g.config)})", g.first["history"])
     if histories:
         for metric in ("loss", "accuracy"):
             path = os.path.join(fig_dir, f"augment_{metric}.png")
@@ -138,18 +214,19 @@ def deform_section(runs, root, fig_dir):
              "|---|---|---|---|---|---|---|---|",
              f"| study, best: {study.layers_name(s['best_layers'])} | {s['best_val']:.2f}% | - | "
              "10 max | - | full | - | PyTorch |"]
-    histories, best_run = {}, None
-    for m in sorted(runs, key=lambda m: (len(m["config"]["deform_layers"] or ()),
-                                         m["config"]["deform_layers"] or ())):
-        best, epoch = _best_val(m)
-        lines.append(f"| {_layers(m)} | {_pct(best)} ({epoch}) | "
-                     f"{_pct(m.get('test_accuracy'))} | {_settings(m)} |")
-        histories[f"{_layers(m)} ({_subset(m)})"] = m["history"]
-        if best is not None and (best_run is None or best > _best_val(best_run)[0]):
-            best_run = m
-    if best_run is not None:
-        lines += ["", f"Best here: stages {_layers(best_run)} "
-                      f"({_pct(_best_val(best_run)[0])}); the study's best: "
+    histories, best = {}, None
+    groups = sorted(group_by_seed(runs), key=lambda g: (len(g.config["deform_layers"] or ()),
+                                                          g.config["deform_layers"] or ()))
+    for g in groups:
+        lines.append(f"| {_layers(g)} | {g.pct(_best_val_value)} ({_best_epochs(g)}) | "
+                     f"{g.pct(_test)} | {_settings(g)} |")
+        histories[f"{_layers(g)} ({_subset(g.config)})"] = g.first["history"]
+        score = g.mean(_best_val_value)
+        if score is not None and (best is None or score > best.mean(_best_val_value)):
+            best = g
+    if best is not None:
+        lines += ["", f"Best here: stages {_layers(best)} "
+                      f"({best.pct(_best_val_value)}); the study's best: "
                       f"{study.layers_name(s['best_layers'])} ({s['best_val']:.2f}%)."]
         path = os.path.join(fig_dir, "deform_val_accuracy.png")
         plots.metric_per_run(histories, "val_accuracy", path,
@@ -164,55 +241,78 @@ def final_section(runs, root, fig_dir):
     lines = ["## 3b. Final model retrained on train + validation", "",
              f"| deformed stages | test acc | study test | difference | {SETTINGS_HEADER} |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for m in runs:
-        ref = s["test"] if tuple(m["config"]["deform_layers"] or ()) == s["layers"] else None
-        lines.append(f"| {_layers(m)} | {_pct(m.get('test_accuracy'))} | "
+    groups = group_by_seed(runs)
+    for g in groups:
+        ref = s["test"] if tuple(g.config["deform_layers"] or ()) == s["layers"] else None
+        lines.append(f"| {_layers(g)} | {g.pct(_test)} | "
                      f"{'-' if ref is None else f'{ref:.2f}%'} | "
-                     f"{_diff(m.get('test_accuracy'), ref)} | {_settings(m)} |")
-    for m in runs[:1]:
+                     f"{_diff(g.mean(_test), ref)} | {_settings(g)} |")
+    for g in groups[:1]:
         for name in ("predictions.png", "confusion_matrix.png"):
-            lines += ["", f"![{name}]({_rel(os.path.join(m['_dir'], name), root)})"]
+            lines += ["", f"![{name}]({_rel(os.path.join(g.first['_dir'], name), root)})"]
     return lines
 
 
 def regularize_section(runs, root, fig_dir):
     s = study.STUDY["regularize"]
-    lines = ["## 4. Regularisation (DropBlock, stochastic depth; CutMix, stages 1+3)", "",
-             f"| regulariser | p | best val (epoch) | test acc | {SETTINGS_HEADER} |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    groups = sorted(group_by_seed(runs),
+                    key=lambda g: (g.config["regularizer"], g.config["p"]))
+    stages = sorted({_layers(g) for g in groups})
+    lines = [f"## 4. Regularisation (DropBlock, stochastic depth; CutMix, deformable stages "
+             f"{', '.join(stages) or '-'})", "",
+             f"| regulariser | p | deformed stages | best val (epoch) | test acc | "
+             f"{SETTINGS_HEADER} |", "|---|---|---|---|---|---|---|---|---|---|"]
     series, best = {}, {}
-    for m in sorted(runs, key=lambda m: (m["config"]["regularizer"], m["config"]["p"])):
-        reg, p = m["config"]["regularizer"], m["config"]["p"]
-        val, epoch = _best_val(m)
-        lines.append(f"| {reg} | {p:g} | {_pct(val)} ({epoch}) | "
-                     f"{_pct(m.get('test_accuracy'))} | {_settings(m)} |")
+    for g in groups:
+        reg, p = g.config["regularizer"], g.config["p"]
+        lines.append(f"| {reg} | {p:g} | {_layers(g)} | {g.pct(_best_val_value)} "
+                     f"({_best_epochs(g)}) | {g.pct(_test)} | {_settings(g)} |")
+        val = g.mean(_best_val_value)
         series.setdefault(reg, []).append((p, val))
-        if val is not None and (reg not in best or val > _best_val(best[reg])[0]):
-            best[reg] = m
+        if val is not None and (reg not in best or val > best[reg].mean(_best_val_value)):
+            best[reg] = g
     lines += ["", "p = 1.0 (in the study's sweep) drops every unit or block: no unit is left "
-                  "to rescale, so it is not trained here."]
+                  "to rescale, so it is not trained here. The best p is chosen by validation "
+                  "accuracy, as the study chose it."]
     if series:
         path = os.path.join(fig_dir, "regularize_val_accuracy_vs_p.png")
-        plots.accuracy_vs_p(series, path)
+        plots.accuracy_vs_p({k: [(p, v) for p, v in pts if v is not None]
+                             for k, pts in series.items()}, path)
         lines += ["", f"![accuracy vs p]({_rel(path, root)})"]
     lines += ["", "| regulariser | best p here (study) | test acc at best p | study test | "
                   "difference |", "|---|---|---|---|---|"]
     for reg in study.REGULARIZERS:
-        m = best.get(reg)
-        p_here = "-" if m is None else f"{m['config']['p']:g}"
-        test = None if m is None else m.get("test_accuracy")
-        lines.append(f"| {reg} | {p_here} ({s['best_p'][reg]:g}) | {_pct(test)} | "
+        g = best.get(reg)
+        p_here = "-" if g is None else f"{g.config['p']:g}"
+        test = None if g is None else g.mean(_test)
+        lines.append(f"| {reg} | {p_here} ({s['best_p'][reg]:g}) | "
+                     f"{'-' if g is None else g.pct(_test)} | "
                      f"{s['test'][reg]:.2f}% | {_diff(test, s['test'][reg])} |")
     if best:
         path = os.path.join(fig_dir, "regularize_test_accuracy.png")
-        plots.accuracy_bars({reg: m["test_accuracy"] for reg, m in best.items()}, path,
+        plots.accuracy_bars({reg: g.mean(_test) for reg, g in best.items()}, path,
                             "Test accuracy at the best p",
                             reference={reg: s["test"][reg] / 100 for reg in best})
         lines += ["", f"![test accuracy]({_rel(path, root)})"]
     return lines
 
 
+def diverged_section(runs, root):
+    """Runs whose training loss stopped being finite: listed, never in accuracy tables."""
+    lines = ["## Diverged runs", "",
+             "Stopped at the first non-finite training loss; no model was kept and the test "
+             "set was not used. They take no part in the tables above.", "",
+             "| run | experiment | stopped at | learning rate | seed |", "|---|---|---|---|---|"]
+    for m in runs:
+        at = m.get("diverged_at") or {}
+        lines.append(f"| {_rel(m['_dir'], root)} | {m.get('experiment', '?')} | epoch "
+                     f"{at.get('epoch', '?')}, batch {at.get('batch', '?')} | "
+                     f"{m['config'].get('learning_rate')} | {m['config'].get('seed')} |")
+    return lines
+
+
 FLAGFILES = {
+    "study": "study.cfg",
     "baseline": "baseline.cfg",
     "augment": "augment.cfg",
     "deform": "deform_sweep.cfg",
@@ -239,13 +339,18 @@ def write_report(artifacts_dir):
              "Accuracies are on the stratified validation split (10% of the training set "
              "unless the run says otherwise) or on the test set, as labelled. Runs on a data "
              "subset (smoke runs) are marked in the data column and are not comparable with "
-             "the study.", ""]
+             "the study. Rows over several seeds show mean ± standard deviation (n); the "
+             f"whole study runs with `python run.py --flagfile=flags/{FLAGFILES['study']}`.",
+             ""]
     for name, title, section in SECTIONS:
         if runs.get(name):
             lines += section(runs[name], artifacts_dir, fig_dir) + [""]
         else:
             lines += [f"## {title}", "", f"No finished run yet (`python run.py "
                       f"--flagfile=flags/{FLAGFILES[name]}`).", ""]
+    diverged = [m for group in load_runs(artifacts_dir, "diverged").values() for m in group]
+    if diverged:
+        lines += diverged_section(diverged, artifacts_dir) + [""]
     path = os.path.join(artifacts_dir, "REPORT.md")
     artifacts.write_text(path, "\n".join(lines))
     return path

@@ -135,26 +135,35 @@ def _write_samples(configs):
             experiments.write_augment_samples(config)
 
 
+def plan_study_first(base, seeds):
+    """Experiments 1-3 of the study: baseline, the 4 augmentations, the 8 deformable sets."""
+    return (plan_runs("baseline", base, seeds)
+            + plan_runs("augment", base, seeds, augment="all")
+            + plan_runs("deform", base, seeds, layers="all"))
+
+
+def plan_study_second(base, seeds, layers):
+    """The rest, on the selected deformable stages: final retraining, both p sweeps."""
+    layers = ",".join(str(s) for s in layers) or "none"
+    return (plan_runs("final", base, seeds, layers=layers)
+            + plan_runs("regularize", base, seeds, layers=layers,
+                        regularizer="dropblock", p="sweep")
+            + plan_runs("regularize", base, seeds, layers=layers,
+                        regularizer="stodepth", p="sweep"))
+
+
 def _run_study(base, seeds, force, engine, log, on_result, warn):
     """Experiments 1-4 in order; the later ones use what the earlier ones selected."""
-    first = (plan_runs("baseline", base, seeds)
-             + plan_runs("augment", base, seeds, augment="all")
-             + plan_runs("deform", base, seeds, layers="all"))
+    first = plan_study_first(base, seeds)
     check_plan(first, base)
     outcomes = _train(first, base, force, engine, log, on_result, warn)
     _write_samples([c for c in first if c.experiment == "augment"])
-    deform = [c for c in first if c.experiment == "deform"]
-    best = select_best_layers(deform, log)
+    best = select_best_layers([c for c in first if c.experiment == "deform"], log)
     if best is None:
         log("study: no deformable run finished; final and regularisation runs not planned")
         return outcomes
-    layers = ",".join(str(s) for s in best) or "none"
     log(f"study: best deformable stages by validation accuracy: {study.layers_name(best)}")
-    second = (plan_runs("final", base, seeds, layers=layers)
-              + plan_runs("regularize", base, seeds, layers=layers,
-                          regularizer="dropblock", p="sweep")
-              + plan_runs("regularize", base, seeds, layers=layers,
-                          regularizer="stodepth", p="sweep"))
+    second = plan_study_second(base, seeds, best)
     return outcomes + _train(second, base, force, engine, log, on_result, warn)
 
 

@@ -158,7 +158,8 @@ def run_sweep(configs, train_fn, n_train, n_val, force=False, skip=None, log=pri
             if config in todo:
                 progress.started(config.run_dir())
             run_start = time.perf_counter()
-            outcome = worker.handle_run(config, train_fn, force=force, warn=warn)
+            # The plan above already warned about unreadable metrics files.
+            outcome = worker.handle_run(config, train_fn, force=force)
             record(outcome, time.perf_counter() - run_start)
     else:
         _run_children(runnable, workers, force, progress, record, log)

@@ -86,8 +86,9 @@ def test_label_out_of_range_is_named(data_dir, tmp_path):
     copy = _copy(data_dir, tmp_path)
     path = copy / "t10k-labels-idx1-ubyte.gz"
     _rewrite(path, lambda raw: raw[:-1] + bytes([10]))
-    with pytest.raises(data.DatasetError, match="label 10 out of range"):
+    with pytest.raises(data.DatasetError, match="label 10 out of range") as error:
         keras_fmnist.load_fashion_mnist(str(copy))
+    assert str(error.value).startswith(f"{path}: ")  # the full path, not the file's name
 
 
 def test_not_gzip_is_named(data_dir, tmp_path):
@@ -100,8 +101,17 @@ def test_not_gzip_is_named(data_dir, tmp_path):
 def test_search_order_prefers_env_dir(data_dir, tmp_path, monkeypatch):
     copy = _copy(data_dir, tmp_path)
     monkeypatch.setenv("FASHION_MNIST_DIR", str(copy))
-    assert data.candidate_dirs()[0] == str(copy)
+    assert data.candidate_dirs() == [str(copy)]  # the user's location only: no silent fallback
     assert data.candidate_dirs("/x") == ["/x"]
+
+
+def test_env_dir_missing_a_file_is_named_not_replaced(data_dir, tmp_path, monkeypatch):
+    copy = _copy(data_dir, tmp_path)
+    (copy / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(copy))
+    with pytest.raises(data.DatasetError) as error:
+        keras_fmnist.load_fashion_mnist()
+    assert str(error.value) == f"{copy / 't10k-labels-idx1-ubyte.gz'}: file not found"
 
 
 def test_files_source_reports_all_searched_dirs(monkeypatch, tmp_path):

@@ -83,7 +83,8 @@ def test_smoke_run_writes_artifacts(tmp_path):
     (_, y_train), _ = keras_fmnist.load_fashion_mnist()
     expected_val = sum(round(c * 0.1) for c in np.bincount(y_train[:600]))  # stratified
     assert metrics["split"] == {"train": 600 - expected_val, "val": expected_val, "test": 200}
-    assert metrics["epochs_run"] == 2
+    assert metrics["epochs_run"] == 2 and metrics["status"] == "finished"
+    assert "run.py: " + str(run_dir) + " (trained): val_accuracy" in result.stdout
     assert 0.0 <= metrics["val_accuracy"] <= 1.0 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["train_images_per_second"] > 0
     assert metrics["config"]["train_limit"] == 600
@@ -109,12 +110,14 @@ def test_deform_run_then_resume_skips_it(tmp_path):
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "plan: 1 run(s), 0 already finished, 1 to train" in first.stdout
-    run_dir = tmp_path / "deform" / "aug-cutmix_deform-1-3_e1_seed0_n256"
+    (run_dir,) = (tmp_path / "deform").glob("aug-cutmix_deform-1-3_e1_seed0_n256-*")
+    assert len(run_dir.name.rsplit("-", 1)[1]) == 8  # readable name, then the identity hash
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["config"]["deform_layers"] == [1, 3] and metrics["config"]["augment"] == "cutmix"
     second = run_cli(*args)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "plan: 1 run(s), 1 already finished, 0 to train" in second.stdout
+    assert f"run.py: {tmp_path}/deform/{run_dir.name} (done): val_accuracy" in second.stdout
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics  # untouched
     report = (tmp_path / "REPORT.md").read_text()
     assert "## 3. Deformable stages" in report and "| 1+3 |" in report

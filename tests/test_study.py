@@ -9,9 +9,11 @@ import sys
 import pytest
 
 from keras_fmnist import artifacts
+from keras_fmnist import claims
 from keras_fmnist import report
 from keras_fmnist import study
 from keras_fmnist import sweep
+from keras_fmnist import worker
 from keras_fmnist.experiments import RunConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +64,10 @@ def test_plan_errors(kwargs, match):
 
 
 def _fake_metrics(config, val):
+    identity = config.identity()
     return {
+        "status": "finished", "identity": identity,
+        "identity_hash": config.identity_hash(),
         "experiment": config.experiment, "run_dir": config.run_dir(),
         "val_accuracy": val, "test_accuracy": val - 0.01, "epochs_run": 2, "best_epoch": 2,
         "history": {"loss": [1.0, 0.5], "accuracy": [0.5, val], "val_loss": [1.1, 0.6],
@@ -73,7 +78,7 @@ def _fake_metrics(config, val):
 
 
 def _trainer(calls, fail_on=None):
-    def train(config):
+    def train(config, extra_callbacks=()):
         calls.append(config.run_dir())
         if fail_on is not None and len(calls) == fail_on:
             raise KeyboardInterrupt  # a sweep killed mid-run
@@ -90,19 +95,22 @@ def test_sweep_resumes_after_a_kill_and_skips_finished(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(configs, _trainer(calls, fail_on=3), 100, 10, log=log.append,
                         step_seconds=0.1)
-    finished = [c for c in configs if sweep.is_finished(c)]
+    finished = [c for c in configs if worker.read_recorded(c)]
     assert len(finished) == 2  # the run in progress is lost, nothing else
-    recorded = {c.run_dir(): artifacts.read_json(sweep.metrics_path(c)) for c in finished}
+    recorded = {c.run_dir(): worker.read_recorded(c) for c in finished}
+    # The interrupted run released its claim: nothing stops the next sweep from taking it.
+    assert claims.read_claim(configs[2].run_dir()) is None
 
     calls2, log2 = [], []
     results = sweep.run_sweep(configs, _trainer(calls2), 100, 10, log=log2.append,
                               step_seconds=0.1)
     assert calls2 == [c.run_dir() for c in configs[2:]]
-    assert [status for _, _, status in results] == ["done"] * 2 + ["trained"] * 6
+    assert [o.status for o in results] == ["done"] * 2 + ["trained"] * 6
     for c in finished:  # recorded results untouched by the resumed sweep
-        assert artifacts.read_json(sweep.metrics_path(c)) == recorded[c.run_dir()]
+        assert worker.read_recorded(c) == recorded[c.run_dir()]
     assert log2[0].startswith("plan: 8 run(s), 2 already finished, 6 to train")
-    assert any(line.startswith("[3/8]") and "ETA" in line for line in log2)
+    assert any(line.startswith("[2/8] started") and "ETA" in line for line in log2)
+    assert f"{configs[0].run_dir()} (done): val_accuracy" in "\n".join(log2)
 
     calls3 = []
     sweep.run_sweep(configs, _trainer(calls3), 100, 10, force=True, log=lambda s: None,
@@ -145,12 +153,18 @@ def test_report_is_generated_from_recorded_metrics(tmp_path):
 def test_every_flagfile_parses_and_plans():
     script = (
         "import glob, run\n"
-        "from keras_fmnist import study\n"
+        "from keras_fmnist import runner, study\n"
         "from keras_fmnist.experiments import RunConfig\n"
         "for path in sorted(glob.glob('flags/*.cfg')):\n"
         "    run.FLAGS.unparse_flags()\n"
         "    run.FLAGS(['run.py', '--flagfile=' + path])\n"
         "    F = run.FLAGS\n"
+        "    if F.experiment == 'study':\n"
+        "        base = RunConfig(epochs=F.epochs)\n"
+        "        runs = (runner.plan_study_first(base, [0])\n"
+        "                + runner.plan_study_second(base, [0], (1, 3)))\n"
+        "        print(path, F.experiment, sum(map(study.trainable, runs)))\n"
+        "        continue\n"
         "    runs = study.plan(F.experiment, RunConfig(epochs=F.epochs), layers=F.layers,\n"
         "                      augment=F.augment, regularizer=F.regularizer, p=F.p)\n"
         "    print(path, F.experiment, len(runs))\n"
@@ -167,6 +181,7 @@ def test_every_flagfile_parses_and_plans():
         "flags/final.cfg": "final 1",
         "flags/regularize_dropblock_sweep.cfg": "regularize 10",
         "flags/regularize_stodepth_sweep.cfg": "regularize 10",
+        "flags/study.cfg": "study 32",
     }
 
 

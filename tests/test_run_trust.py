@@ -1,0 +1,415 @@
+"""What a run reports can be trusted: identity, claims, divergence, best checkpoint, errors.
+
+Small real runs through `run.py` (a few hundred images, one epoch) and in-process checks of
+the pieces (identity, claims, the sweep with a fake trainer).
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import keras
+import keras_fmnist
+
+from keras_fmnist import artifacts
+from keras_fmnist import claims
+from keras_fmnist import report
+from keras_fmnist import runner
+from keras_fmnist import study
+from keras_fmnist import sweep
+from keras_fmnist import training
+from keras_fmnist import worker
+from keras_fmnist.experiments import RunConfig
+from keras_fmnist.models.resnet import default_data_format
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OTHER_LAYOUT = {"channels_first": "channels_last"}.get(default_data_format(), "channels_first")
+TINY = ["--train_limit=300", "--test_limit=64", "--epochs=1", "--batch_size=64", "--verbose=0"]
+
+
+def run_cli(*args, env=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "run.py"), *args], capture_output=True, text=True,
+        cwd=ROOT, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def start_cli(*args):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "run.py"), *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def strict_json(path):
+    def reject(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    with open(path) as f:
+        return json.load(f, parse_constant=reject)
+
+
+def status_lines(stdout):
+    return [line for line in stdout.splitlines() if line.startswith("run.py: ")
+            and "(" in line and "report:" not in line]
+
+
+# Identity ----------------------------------------------------------------------------------
+
+
+def test_every_result_changing_setting_gets_its_own_directory():
+    base = RunConfig(experiment="regularize", regularizer="dropblock", augment="cutmix",
+                     deform_layers=(1, 3), train_limit=600)
+    changes = [{"learning_rate": 1e-3}, {"batch_size": 64}, {"block_size": 5},
+               {"patience": 5}, {"val_fraction": 0.2}, {"test_limit": 100}, {"p": 0.1000001},
+               {"seed": 1}, {"epochs": 11}, {"stem": "cifar"}, {"data_format": OTHER_LAYOUT}]
+    dirs = {base.run_dir()} | {dataclasses.replace(base, **c).run_dir() for c in changes}
+    assert len(dirs) == len(changes) + 1
+    # The default layout resolved: None and its explicit value are the same run.
+    explicit = dataclasses.replace(base, data_format=default_data_format())
+    assert explicit.run_dir() == base.run_dir()
+    # Output-only settings leave the identity alone: same settings, same directory.
+    same = dataclasses.replace(base, verbose=0)
+    assert same.run_dir() == base.run_dir()
+    assert dataclasses.replace(base, artifacts_dir="elsewhere").identity_hash() == \
+        base.identity_hash()
+    # p is named exactly (no %g rounding): 0.1 and 0.1000001 read differently too.
+    assert "dropblock-p0.1_" in base.run_dir()
+    assert "dropblock-p0.1000001_" in dataclasses.replace(base, p=0.1000001).run_dir()
+
+
+def test_settings_without_effect_do_not_split_identities():
+    baseline = RunConfig(train_limit=600)
+    # No regulariser: p and the block size cannot change the run.
+    assert dataclasses.replace(baseline, p=0.7, block_size=3).run_dir() == baseline.run_dir()
+    identity = baseline.identity()
+    (_, y_train), _ = keras_fmnist.load_fashion_mnist()
+    n_val = sum(round(c * 0.1) for c in np.bincount(y_train[:600]))  # stratified
+    assert identity["data"]["split"] == {"train": 600 - n_val, "val": n_val, "test": 10000}
+    assert len(identity["data"]["sha256"]) == 64 and identity["backend"] == \
+        keras.backend.backend()
+
+
+# Best checkpoint ---------------------------------------------------------------------------
+
+
+class _FakeValAccuracy(keras.callbacks.Callback):
+    """Replaces val_accuracy with a fixed sequence and records the weights of each epoch."""
+
+    def __init__(self, sequence):
+        super().__init__()
+        self.sequence = sequence
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_accuracy"] = self.sequence[epoch]
+        self.weights.append([np.array(w) for w in self.model.get_weights()])
+
+
+@pytest.mark.parametrize("patience", [0, 5])
+def test_the_model_is_the_best_validation_epoch_whatever_the_patience(patience):
+    from keras_fmnist import pipeline
+
+    rng = np.random.default_rng(0)
+    batches = pipeline.ArrayBatches(rng.uniform(size=(32, 28, 28)).astype("float32")[..., None],
+                                    rng.integers(0, 10, 32), batch_size=16)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    training.compile_model(model)
+    fake = _FakeValAccuracy([0.5, 0.9, 0.6, 0.7])
+    fit = training.fit(model, batches, batches, epochs=4, patience=patience,
+                       extra_callbacks=[fake], verbose=0)
+    assert fit["epochs_run"] == 4 and fit["best_epoch"] == 2
+    for got, want in zip(model.get_weights(), fake.weights[1]):
+        np.testing.assert_array_equal(np.array(got), want)
+
+
+# Claims ------------------------------------------------------------------------------------
+
+
+def _dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_stale_claim_is_taken_over_and_its_temp_files_removed(tmp_path):
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, claims.CLAIM_FILE), "w") as f:
+        json.dump({"host": socket.gethostname(), "pid": _dead_pid(), "claimed_at": "then"}, f)
+    (tmp_path / "run" / ".tmp-abc.keras").write_bytes(b"x" * 100)  # a kill during a save
+    state, claim = claims.try_claim(run_dir, lambda: None)
+    assert state == "claim" and claim.info["pid"] == os.getpid()
+    assert not (tmp_path / "run" / ".tmp-abc.keras").exists()
+    # Now live: another worker (here the same process asking again) is told it is claimed.
+    state, owner = claims.try_claim(run_dir, lambda: None)
+    assert state == "claimed" and owner == claim.info
+    claim.release()
+    assert claims.read_claim(run_dir) is None
+
+
+def test_a_claim_from_another_host_is_stale_only_when_not_refreshed(tmp_path):
+    run_dir = str(tmp_path)
+    path = os.path.join(run_dir, claims.CLAIM_FILE)
+    info = {"host": "some-other-node", "pid": 1, "claimed_at": "then"}
+    with open(path, "w") as f:
+        json.dump(info, f)
+    assert claims.live_claim(run_dir) == info
+    old = time.time() - claims.STALE_AFTER_SECONDS - 10
+    os.utime(path, (old, old))
+    assert claims.live_claim(run_dir) is None
+
+
+def _fake_trainer(calls):
+    def train(config, extra_callbacks=()):
+        calls.append(config.run_dir())
+        metrics = {"status": "finished", "identity_hash": config.identity_hash(),
+                   "val_accuracy": 0.5, "test_accuracy": 0.5}
+        artifacts.write_json(os.path.join(config.run_dir(), "metrics.json"), metrics)
+        return metrics
+    return train
+
+
+def test_an_unreadable_metrics_file_is_retrained_with_a_warning(tmp_path):
+    configs = study.plan("augment", RunConfig(artifacts_dir=str(tmp_path), train_limit=300))
+    calls = []
+    sweep.run_sweep(configs, _fake_trainer(calls), 100, 10, log=lambda s: None,
+                    step_seconds=0.1)
+    broken = os.path.join(configs[1].run_dir(), "metrics.json")
+    with open(broken, "w") as f:
+        f.write('{"status": "fini')  # a corrupt file
+    calls, log = [], []
+    outcomes = sweep.run_sweep(configs, _fake_trainer(calls), 100, 10, log=log.append,
+                               step_seconds=0.1)
+    assert calls == [configs[1].run_dir()]
+    assert [o.status for o in outcomes] == ["done", "trained", "done", "done"]
+    warnings = [line for line in log if line.startswith("warning:")]
+    assert warnings == [f"warning: {broken} cannot be read (JSONDecodeError); the run is "
+                        "retrained"]
+
+
+def test_a_run_claimed_by_a_live_worker_is_not_trained(tmp_path):
+    (config,) = study.plan("baseline", RunConfig(artifacts_dir=str(tmp_path), train_limit=300))
+    os.makedirs(config.run_dir())
+    state, claim = claims.try_claim(config.run_dir(), lambda: None)  # "another worker"
+    calls = []
+    (outcome,) = sweep.run_sweep([config], _fake_trainer(calls), 100, 10,
+                                 log=lambda s: None, step_seconds=0.1)
+    assert calls == [] and outcome.status == "claimed"
+    assert outcome.line().startswith(f"{config.run_dir()} (claimed): claimed by ")
+    claim.release()
+
+
+# The study's selection ---------------------------------------------------------------------
+
+
+def test_the_study_selects_its_stages_from_our_own_results(tmp_path, monkeypatch):
+    base = RunConfig(artifacts_dir=str(tmp_path), train_limit=300, epochs=1)
+    best = (2, 3)  # not the study's 1+3: nothing is hard-coded
+    trained = []
+
+    def fake_run_training(config, extra_callbacks=()):
+        trained.append(config)
+        val = 0.9 if tuple(config.deform_layers) == best else 0.5
+        if config.experiment == "regularize":
+            val = 0.8 - config.p / 10
+        metrics = {"status": "finished", "identity_hash": config.identity_hash(),
+                   "experiment": config.experiment, "val_accuracy": val,
+                   "test_accuracy": val, "config": dataclasses.asdict(config)}
+        artifacts.write_json(os.path.join(config.run_dir(), "metrics.json"), metrics)
+        return metrics
+
+    monkeypatch.setattr(runner.experiments, "run_training", fake_run_training)
+    monkeypatch.setattr(runner, "_write_samples", lambda configs: None)
+    monkeypatch.setattr(runner.report, "write_report", lambda root: "REPORT.md")
+    monkeypatch.setattr(sweep, "measure_step_seconds", lambda config: 0.01)
+    log = []
+    outcomes, _ = runner.run_experiment("study", base, log=log.append)
+    assert len(trained) == 32 and len(outcomes) == 34  # + 2 untrainable p = 1.0
+    assert [c.experiment for c in trained[:13]] == ["baseline"] + ["augment"] * 4 + \
+        ["deform"] * 8
+    later = trained[13:]
+    assert {tuple(c.deform_layers) for c in later} == {best}
+    assert later[0].experiment == "final" and later[0].train_on_full
+    assert "study: best deformable stages by validation accuracy: 2+3" in log
+
+
+# Seeds in the report -----------------------------------------------------------------------
+
+
+def test_rows_over_seeds_show_mean_std_and_n(tmp_path):
+    base = RunConfig(artifacts_dir=str(tmp_path), train_limit=300)
+    for seed, val in [(0, 0.90), (1, 0.92), (2, 0.94)]:
+        (config,) = runner.plan_runs("baseline", base, [seed])
+        metrics = {
+            "status": "finished", "identity": config.identity(),
+            "identity_hash": config.identity_hash(), "experiment": "baseline",
+            "val_accuracy": val, "test_accuracy": val, "epochs_run": 1,
+            "history": {"val_accuracy": [val], "loss": [1.0], "accuracy": [0.5],
+                        "val_loss": [1.0]},
+            "wall_seconds": 60.0, "config": dataclasses.asdict(config),
+            "versions": {"keras_backend": "torch"},
+        }
+        artifacts.write_json(os.path.join(config.run_dir(), "metrics.json"), metrics)
+    text = open(report.write_report(str(tmp_path))).read()
+    assert "| 92.00% ± 2.00 (n=3) |" in text and "| 0,1,2 |" in text
+
+
+# The command line --------------------------------------------------------------------------
+
+
+def test_a_changed_setting_retrains_and_a_diverged_run_is_never_a_result(tmp_path):
+    args = ["--experiment=baseline", *TINY, f"--artifacts_dir={tmp_path}"]
+    good = run_cli(*args)
+    assert good.returncode == 0, good.stderr[-3000:]
+    bad = run_cli(*args, "--learning_rate=1e30")
+    assert bad.returncode == 1, bad.stderr[-3000:]
+    (line,) = status_lines(bad.stdout)
+    assert "(diverged): training loss not finite at epoch 1" in line
+    assert bad.stderr.strip().splitlines()[-1].startswith("run.py: error: 1 run(s) did not "
+                                                          "finish: ")
+    dirs = sorted((tmp_path / "baseline").iterdir())
+    assert len(dirs) == 2  # the new learning rate got its own directory
+    records = {d: strict_json(d / "metrics.json") for d in dirs}
+    diverged = [d for d, m in records.items() if m["status"] == "diverged"]
+    assert len(diverged) == 1
+    record = records[diverged[0]]
+    assert record["config"]["learning_rate"] == 1e30 and "test_accuracy" not in record
+    assert record["identity"]["settings"]["learning_rate"] == 1e30
+    assert None in record["history"]["loss"]  # NaN written as null: valid JSON
+    assert not (diverged[0] / "model.keras").exists()
+    text = (tmp_path / "REPORT.md").read_text()
+    baseline_table = text.split("## 2.")[0]
+    assert diverged[0].name not in baseline_table
+    assert "## Diverged runs" in text and diverged[0].name in text.split("## Diverged runs")[1]
+    # Asked again, the diverged run is recorded, not retrained, and still fails the command.
+    again = run_cli(*args, "--learning_rate=1e30")
+    assert again.returncode == 1 and "(diverged)" in status_lines(again.stdout)[0]
+    assert "already finished" in again.stdout
+
+
+# Claims and engines are backend-independent code: the jax pass keeps CI short without them.
+@pytest.mark.torch_only
+def test_two_sweeps_at_once_train_each_run_once(tmp_path):
+    args = ["--experiment=augment", "--augment=all", *TINY, f"--artifacts_dir={tmp_path}"]
+    first, second = start_cli(*args), start_cli(*args)
+    outputs = [p.communicate(timeout=600) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outputs[0][1][-2000:]
+    lines = status_lines(outputs[0][0]) + status_lines(outputs[1][0])
+    trained = [line.split(" (")[0] for line in lines if "(trained)" in line]
+    assert len(trained) == 4 and len(set(trained)) == 4
+    assert all("(trained)" in line or "(done)" in line or "(claimed)" in line
+               for line in lines)
+    assert not list(tmp_path.glob("*/*/claim.json"))
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--layers=1,1", "--experiment=deform"], "--layers names stage 1 more than once"),
+        (["--layers=", "--experiment=deform"], "--layers must be all, none or stages"),
+        (["--layers=1,", "--experiment=deform"], "--layers must be all, none or stages"),
+        (["--train_limit=20"], "--train_limit=20 with --val_fraction=0.1 leaves no"),
+        (["--experiment=augment", "--run_name=x"], "--run_name names a single run"),
+        (["--seeds=0,0"], "--seeds must be distinct integers"),
+        (["--gpus_per_run=0.5"], "--gpus_per_run and --ray_address are for --engine=ray"),
+    ],
+)
+def test_plan_errors_are_one_line_before_any_work(args, expected, tmp_path):
+    result = run_cli(*args, "--epochs=1", f"--artifacts_dir={tmp_path}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("run.py: error: ") and expected in line, line
+    assert os.listdir(tmp_path) == []  # nothing trained, nothing written
+
+
+def test_artifacts_dir_and_weights_are_checked_before_any_work(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file at all")
+    cases = [
+        ([f"--artifacts_dir={a_file}"], f"--artifacts_dir={a_file} is not a directory"),
+        ([f"--artifacts_dir={a_file}/sub"], f"--artifacts_dir={a_file}/sub is not writable"),
+        ([f"--artifacts_dir={tmp_path}/out", f"--torchvision_weights={garbage}"],
+         f"--torchvision_weights: {garbage}: not a readable torch file"),
+    ]
+    import torch
+
+    partial = tmp_path / "partial.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, partial)
+    cases.append(([f"--artifacts_dir={tmp_path}/out", f"--torchvision_weights={partial}"],
+                  f"{partial}: not a torchvision resnet18 state_dict (no 'bn1.weight')"))
+    for args, expected in cases:
+        result = run_cli(*args)
+        assert result.returncode == 2, result.stderr[-2000:]
+        (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+        assert expected in line, line
+    assert not (tmp_path / "out" / "baseline").exists()
+
+
+def test_a_data_dir_from_the_environment_is_used_or_named(tmp_path, data_dir):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    result = run_cli(*TINY, f"--artifacts_dir={tmp_path}/out",
+                     env={"FASHION_MNIST_DIR": str(empty)})
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert f"{empty}/train-images-idx3-ubyte.gz: file not found" in line
+
+
+def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing_half_done(tmp_path):
+    process = start_cli("--experiment=baseline", "--train_limit=6000", "--epochs=20",
+                        "--batch_size=32", "--verbose=0", f"--artifacts_dir={tmp_path}")
+    deadline = time.monotonic() + 300
+    for line in process.stdout:
+        if "] started " in line or time.monotonic() > deadline:
+            break
+    time.sleep(3)  # inside the first epoch
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        "interrupted: 0 finished runs kept; rerun the same command to resume"]
+    assert not list(tmp_path.glob("**/.tmp-*")) and not list(tmp_path.glob("**/claim.json"))
+
+
+@pytest.mark.torch_only  # thread division is a torch setting
+def test_two_workers_give_the_same_runs_as_one(tmp_path):
+    args = ["--experiment=augment", "--augment=all", *TINY]
+    one = run_cli(*args, f"--artifacts_dir={tmp_path}/one")
+    two = run_cli(*args, f"--artifacts_dir={tmp_path}/two", "--workers=2")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    assert "2 at a time" in two.stdout
+    names = sorted(p.name for p in (tmp_path / "one" / "augment").glob("aug-*"))
+    assert len(names) == 4
+    assert names == sorted(p.name for p in (tmp_path / "two" / "augment").glob("aug-*"))
+    for name in names:
+        a = strict_json(tmp_path / "one" / "augment" / name / "metrics.json")
+        b = strict_json(tmp_path / "two" / "augment" / name / "metrics.json")
+        assert a["identity"] == b["identity"]
+        # One thread per worker instead of two: float sums may round differently.
+        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=2 / 30)
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=2 / 64)
+        np.testing.assert_allclose(a["history"]["loss"], b["history"]["loss"], rtol=1e-2)
+
+
+@pytest.mark.torch_only
+def test_the_ray_engine_runs_a_tiny_sweep(tmp_path):
+    pytest.importorskip("ray", reason="the Ray engine is optional (pip install keras_fmnist[ray])")
+    args = ["--experiment=augment", "--augment=all", *TINY, f"--artifacts_dir={tmp_path}"]
+    result = run_cli(*args, "--engine=ray", "--workers=2")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    lines = status_lines(result.stdout)
+    assert len(lines) == 4 and all("(trained)" in line for line in lines)
+    assert len(list(tmp_path.glob("augment/*/metrics.json"))) == 4
+    # The local engine resumes what Ray trained: same identities, same directories.
+    again = run_cli(*args)
+    assert "plan: 4 run(s), 4 already finished, 0 to train" in again.stdout
