@@ -18,6 +18,7 @@ import numpy as np
 import keras
 
 from keras_fmnist import artifacts
+from keras_fmnist import augment
 from keras_fmnist import callbacks as fm_callbacks
 from keras_fmnist import pipeline
 from keras_fmnist import plots
@@ -29,6 +30,7 @@ from keras_fmnist.data import load_fashion_mnist
 from keras_fmnist.models.resnet import build_resnet18
 from keras_fmnist.models.resnet import default_data_format
 from keras_fmnist.models.torchvision_weights import load_torchvision_weights
+from keras_fmnist.schedules import DropBlockSchedule
 
 PREDICTION_GRID_SIZE = 24
 
@@ -196,8 +198,6 @@ CUTMIX_ALPHA = 1.0
 
 def make_augment_layer(name, seed):
     """The training-batch augmentation named by `--augment` (None for "none")."""
-    from keras_fmnist import augment
-
     layers = {
         "none": lambda: None,
         "basic": lambda: augment.BasicAugment(seed=seed),
@@ -275,8 +275,6 @@ def train_model(config, data, extra_callbacks=()):
     divergence = fm_callbacks.StopOnNonFiniteLoss()
     callbacks = [divergence, *extra_callbacks]
     if config.regularizer == "dropblock":
-        from keras_fmnist.schedules import DropBlockSchedule
-
         callbacks.append(DropBlockSchedule(total_steps=config.epochs * len(train_batches)))
     fit = training.fit(
         model, train_batches, val_batches, epochs=config.epochs, patience=config.patience,

@@ -10,6 +10,7 @@ optional dependency: `pip install "keras_fmnist[ray]"`.
 import os
 import time
 
+from keras_fmnist import experiments
 from keras_fmnist import study
 from keras_fmnist import sweep
 from keras_fmnist import worker
@@ -28,8 +29,6 @@ def _require_ray():
 def _trial(params, configs, force, threads):
     """One Tune trial: one run of the sweep, reported as its Outcome."""
     from ray import tune
-
-    from keras_fmnist import experiments
 
     worker.set_threads(threads)
     config = worker.config_from_json(configs[params["index"]])

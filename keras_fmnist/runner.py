@@ -10,8 +10,10 @@ is read off its sweep by validation accuracy in the report. Nothing chosen is ha
 import dataclasses
 import time
 
+from keras_fmnist import artifacts
 from keras_fmnist import claims
 from keras_fmnist import experiments
+from keras_fmnist import ray_engine
 from keras_fmnist import report
 from keras_fmnist import study
 from keras_fmnist import sweep
@@ -35,8 +37,6 @@ class Engine:
     def run(self, configs, n_train, n_val, force, log, on_result, warn):
         skip = lambda c: None if study.trainable(c) else "not trainable (p = 1.0)"  # noqa: E731
         if self.name == "ray":
-            from keras_fmnist import ray_engine
-
             return ray_engine.run_sweep(
                 configs, n_train, n_val, force=force, skip=skip, log=log,
                 on_result=on_result, workers=self.workers, gpus_per_run=self.gpus_per_run,
@@ -70,8 +70,6 @@ def check_plan(configs, base):
 
 def _recorded_identity(config):
     try:
-        from keras_fmnist import artifacts
-
         return artifacts.read_json(worker.metrics_path(config.run_dir())).get("identity_hash")
     except (OSError, ValueError, AttributeError):
         return None

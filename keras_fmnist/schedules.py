@@ -5,7 +5,7 @@ import warnings
 import keras
 
 from keras_fmnist.layers.drop_block import DropBlock2D
-from keras_fmnist.layers.validation import validate_positive_int
+from keras_fmnist.validation import validate_positive_int
 
 
 class DropBlockSchedule(keras.callbacks.Callback):

@@ -23,16 +23,16 @@ import numpy as np
 
 import keras
 
+from keras_fmnist import artifacts
 from keras_fmnist import claims
+from keras_fmnist import experiments
+from keras_fmnist import training
 from keras_fmnist import worker
 
 
 def measure_step_seconds(config, steps=3):
     """Seconds per training step of this configuration's model, from a few real steps."""
-    from keras_fmnist import training
-    from keras_fmnist.experiments import build_model
-
-    model, _ = build_model(config)
+    model, _ = experiments.build_model(config)
     training.compile_model(model, config.learning_rate)
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(config.batch_size, 28, 28, 1)).astype("float32")
@@ -216,8 +216,6 @@ def _run_children(configs, workers, force, progress, record, log):
 
 def _child_outcome(config, result, returncode):
     try:
-        from keras_fmnist import artifacts
-
         data = artifacts.read_json(result)
     except (OSError, ValueError):
         log_path = os.path.join(config.run_dir(), "train.log")

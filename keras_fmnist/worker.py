@@ -15,6 +15,7 @@ import sys
 
 from keras_fmnist import artifacts
 from keras_fmnist import claims
+from keras_fmnist import experiments
 
 # How a run ended, as `run.py: <run dir> (<status>): ...` reports it.
 TRAINED, DONE, CLAIMED, DIVERGED, SKIPPED, INTERRUPTED, FAILED = (
@@ -127,11 +128,9 @@ def config_to_json(config):
 
 
 def config_from_json(text):
-    from keras_fmnist.experiments import RunConfig
-
     fields = json.loads(text)
     fields["deform_layers"] = tuple(fields.get("deform_layers") or ())
-    return RunConfig(**fields)
+    return experiments.RunConfig(**fields)
 
 
 def set_threads(threads):
@@ -163,8 +162,6 @@ def main(argv=None):
     set_threads(args.threads)
     config = config_from_json(args.config)
     try:
-        from keras_fmnist import experiments
-
         outcome = handle_run(config, experiments.run_training, force=args.force,
                              warn=lambda line: print(line, file=sys.stderr))
     except KeyboardInterrupt:

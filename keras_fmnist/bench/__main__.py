@@ -26,6 +26,7 @@ import keras_fmnist  # noqa: F401
 from keras_fmnist import artifacts
 import keras
 
+from keras_fmnist.bench import deform_conv
 from keras_fmnist.bench import training as bench_training
 
 
@@ -112,8 +113,6 @@ def run(args):
         )
         _print_compare("2+3. ResNet-18, deformable stages 1+3, CutMix",
                        report["deform_1_3_cutmix"])
-        from keras_fmnist.bench import deform_conv
-
         d = deform_conv.measure(
             batch=args.batch_size, channels=64, size=7, repeats=args.repeats,
             warmup=args.warmup,

@@ -28,6 +28,7 @@ from keras_fmnist import artifacts
 from keras_fmnist.augment import BasicAugment
 from keras_fmnist.augment import CutMix
 from keras_fmnist.augment import MixUp
+from keras_fmnist.models.resnet import build_resnet18
 
 AUGMENTATIONS = {
     "cutmix": lambda seed: CutMix(alpha=1.0, seed=seed),
@@ -110,11 +111,7 @@ def time_augmentation(name, batch=128, steps=50, warmup=5, seed=0):
 
 
 def time_training(batch=128, steps=5, warmup=2, seed=0):
-    """Median `train_on_batch` time of the study's ResNet-18, or None if not available."""
-    try:
-        from keras_fmnist.models.resnet import build_resnet18
-    except ImportError:
-        return None
+    """Median `train_on_batch` time of the study's ResNet-18."""
     keras.utils.set_random_seed(seed)
     model = build_resnet18(num_classes=NUM_CLASSES, input_shape=IMAGE_SHAPE)
     model.compile(

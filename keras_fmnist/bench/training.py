@@ -24,7 +24,10 @@ import numpy as np
 import keras_fmnist  # noqa: F401  (sets the default backend before keras loads)
 import keras
 
+from keras_fmnist.augment import CutMix
+from keras_fmnist.models.resnet import build_resnet18
 from keras_fmnist.models.resnet import default_data_format
+from keras_fmnist.training import compile_model
 
 
 def _torch():
@@ -95,8 +98,6 @@ def _batch(batch_size, seed=0):
 def _cutmix_fn(enabled, seed):
     if not enabled:
         return lambda x, y: (x, y)
-    from keras_fmnist.augment import CutMix
-
     layer = CutMix(alpha=1.0, seed=seed)
 
     def apply(x, y):
@@ -162,9 +163,6 @@ def make_torch_step(batch_size, deform_layers=(), cutmix=False, device="cpu", se
 
 def make_keras_step(batch_size, deform_layers=(), cutmix=False, seed=0, data_format=None):
     """A callable running one `train_on_batch` of the project's compiled model."""
-    from keras_fmnist.models import build_resnet18
-    from keras_fmnist.training import compile_model
-
     keras.utils.set_random_seed(seed)
     kwargs = {} if data_format is None else {"data_format": data_format}
     model = build_resnet18(deform_layers=deform_layers, **kwargs)

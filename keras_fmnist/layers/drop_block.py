@@ -11,8 +11,8 @@ import numbers
 import keras
 from keras import ops
 
-from keras_fmnist.layers.validation import validate_positive_int
-from keras_fmnist.layers.validation import validate_rate
+from keras_fmnist.validation import validate_positive_int
+from keras_fmnist.validation import validate_rate
 
 _DATA_FORMATS = ("channels_last", "channels_first")
 

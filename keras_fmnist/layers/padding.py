@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_fmnist.layers.validation import symmetric_padding_pair
+from keras_fmnist.validation import symmetric_padding_pair
 
 
 def _spatial_axes(data_format):

@@ -9,8 +9,8 @@ for the per-block drop rates.
 import keras
 from keras import ops
 
-from keras_fmnist.layers.validation import validate_positive_int
-from keras_fmnist.layers.validation import validate_rate
+from keras_fmnist.validation import validate_positive_int
+from keras_fmnist.validation import validate_rate
 
 
 def stochastic_depth_rates(rate, num_blocks):

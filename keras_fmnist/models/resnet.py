@@ -20,11 +20,15 @@ variant.
 
 import keras
 
+from keras_fmnist.layers.deform_conv2d import DeformConv2D
+from keras_fmnist.layers.drop_block import DropBlock2D
 from keras_fmnist.layers.fast_batch_normalization import FastBatchNormalization
 from keras_fmnist.layers.fast_conv2d import FastConv2D
 from keras_fmnist.layers.fast_max_pooling2d import FastMaxPooling2D
 from keras_fmnist.layers.inplace_add import InplaceAdd
 from keras_fmnist.layers.inplace_relu import InplaceReLU
+from keras_fmnist.layers.stochastic_depth import StochasticDepth
+from keras_fmnist.layers.stochastic_depth import stochastic_depth_rates
 from keras_fmnist.models.fast_functional import FastFunctional
 
 STEMS = ("imagenet", "cifar")
@@ -135,8 +139,6 @@ def basic_block(x, filters, strides, name, options):
     y = _bn(f"{name}_bn2", channel_axis)(y)
     y = _drop_block(y, f"{name}_dropblock2", options, seed_offset=1)
     if options.regularizer == "stodepth" and options.drop_path_rate > 0:
-        from keras_fmnist.layers.stochastic_depth import StochasticDepth
-
         y = StochasticDepth(
             options.drop_path_rate, seed=options.layer_seed(2), name=f"{name}_stochastic_depth"
         )(y)
@@ -147,8 +149,6 @@ def basic_block(x, filters, strides, name, options):
 def _drop_block(x, name, options, seed_offset):
     if options.regularizer != "dropblock":
         return x
-    from keras_fmnist.layers.drop_block import DropBlock2D
-
     rate, block_size = options.drop_block
     return DropBlock2D(
         rate,
@@ -165,8 +165,6 @@ def deform_conv_block(x, filters, name, options):
     `DeformConv2D` owns its zero-initialised offset/mask convolution, so a fresh block starts as
     a plain 3x3 convolution scaled by the initial modulation sigmoid(0) = 0.5.
     """
-    from keras_fmnist.layers.deform_conv2d import DeformConv2D
-
     channels_first = options.data_format == "channels_first"
     if channels_first:  # DeformConv2D is channels-last: wrap it in two transposes
         x = keras.layers.Permute((2, 3, 1), name=f"{name}_to_channels_last")(x)
@@ -273,8 +271,6 @@ def build_resnet18(
     drop_path_rates = [0.0] * num_blocks
     if regularizer == "stodepth":
         if stochastic_depth_rule == "linear":
-            from keras_fmnist.layers.stochastic_depth import stochastic_depth_rates
-
             drop_path_rates = list(stochastic_depth_rates(p, num_blocks))
         else:
             drop_path_rates = [p] * num_blocks

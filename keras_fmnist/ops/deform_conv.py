@@ -29,7 +29,7 @@ Two implementations compute the same function:
 import keras
 from keras import ops
 
-from keras_fmnist.layers.validation import int_pair
+from keras_fmnist.validation import int_pair
 
 IMPLEMENTATIONS = ("auto", "keras", "torchvision")
 
