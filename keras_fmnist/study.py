@@ -8,9 +8,10 @@ with `STUDY`.
 import dataclasses
 import itertools
 
+from keras_fmnist.models.resnet import REGULARIZERS
+
 EXPERIMENTS = ("baseline", "augment", "deform", "regularize", "final", "study", "report")
 AUGMENTATIONS = ("none", "basic", "mixup", "cutmix")
-REGULARIZERS = ("dropblock", "stodepth")
 # p in 0.1 .. 1.0 as the study swept it. p = 1.0 drops every unit (DropBlock) or every block
 # (stochastic depth): nothing is left to rescale, so those runs are planned but reported as
 # not trainable rather than silently left out.

@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_fmnist.augment.mixup import MixingAugmentation
-from keras_fmnist.augment.mixup import draw_mixing
+from keras_fmnist.augment.mixing import MixingAugmentation
+from keras_fmnist.augment.mixing import draw_mixing
 
 
 def cutmix_boxes(backend, lam, centre_y, centre_x, height, width):

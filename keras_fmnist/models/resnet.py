@@ -32,7 +32,7 @@ from keras_fmnist.layers.stochastic_depth import stochastic_depth_rates
 from keras_fmnist.models.fast_functional import FastFunctional
 
 STEMS = ("imagenet", "cifar")
-REGULARIZERS = (None, "dropblock", "stodepth")
+REGULARIZERS = ("dropblock", "stodepth")
 STOCHASTIC_DEPTH_RULES = ("uniform", "linear")
 STAGE_FILTERS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 2
@@ -193,7 +193,7 @@ def _validate(stem, stages, deform_layers, regularizer, p, block_size, stochasti
         raise ValueError(
             f"deform_layers must name stages in 1..{stages}; got {tuple(deform_layers)}"
         )
-    if regularizer not in REGULARIZERS:
+    if regularizer is not None and regularizer not in REGULARIZERS:
         raise ValueError(
             f"regularizer must be None, 'dropblock' or 'stodepth'; got {regularizer!r}"
         )
