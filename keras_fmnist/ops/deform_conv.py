@@ -34,26 +34,8 @@ from keras_fmnist.validation import int_pair
 IMPLEMENTATIONS = ("auto", "keras", "torchvision")
 
 # The "auto" rule: (backend, device type) -> implementation, decided by
-# `python -m keras_fmnist.bench.deform_conv` (forward + backward of a 3x3 DeformConv2D,
-# 64 -> 64 channels, 7x7 maps, batch 128; both implementations timed in turns in
-# one process, torch 2.14 / torchvision 0.29, fp32), on a shared 2-core CPU machine;
-# median of 9 steps, with the load other jobs put on the machine in brackets:
-#   torch / cpu, 2 threads (load ~3): keras 248 ms, torchvision 681 ms (x2.75)
-#   torch / cpu, 1 thread  (load ~5): keras 258 ms, torchvision 636 ms (x2.47)
-#   torch / cpu, 2 threads (load ~0.4, an earlier, slower blend step, 5 steps):
-#     keras 114 ms, torchvision 410 ms (x3.6)
-#   torch / cpu, 2 threads (load 5-7): 1.1-1.8 s each, either may win: oversubscribed
-#     threads stall the many small parallel ops of the gather path most.
-#   -> "keras". torchvision's CPU kernel samples its columns, and scatters their
-#   gradients, one element at a time in C++ loops; the gather path moves whole channel
-#   vectors per sample and leaves the rest to GEMMs.
-#   torch / cpu, 2 threads (idle, this session's code): keras 90 ms, torchvision 412 ms.
-# torch / cuda, NVIDIA H200 (torch 2.11, torchvision 0.26, `benchmarks/cuda.sh`), median of
-# 9 steps, batch 128: 64 ch at 7x7 keras 5.7 ms, torchvision 2.6 ms (x2.2); 256 ch at 2x2
-# (stage 3) keras 6.9 ms, torchvision 3.0 ms (x2.3); a second run gave 7.2/3.1 and 8.3/3.4.
-#   -> "torchvision": on the GPU the gather path's chain of small kernels loses to
-#   torchvision's dedicated im2col kernels.
-# Every other backend has only the "keras" implementation.
+# `python -m keras_fmnist.bench.deform_conv`; the numbers behind it, and why each side wins,
+# are in benchmarks/results/deform_conv_auto_rule.md. Every other backend has only "keras".
 _AUTO_RULE = {
     ("torch", "cpu"): "keras",
     ("torch", "cuda"): "torchvision",
