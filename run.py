@@ -15,6 +15,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
 
 from keras_fmnist import study  # noqa: E402
 
@@ -205,6 +206,9 @@ def _interrupt(signum, frame):
 
 
 def main(argv):
+    # absl.app routes Python logging to stderr at INFO; backends log their start-up there
+    # (jax: "Unable to initialize backend 'tpu'"), which would break the one-line contract.
+    logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
     if FLAGS.engine != "ray" and (FLAGS.gpus_per_run or FLAGS.ray_address):

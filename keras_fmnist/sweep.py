@@ -47,6 +47,24 @@ def measure_step_seconds(config, steps=3):
     return seconds
 
 
+def architecture(config):
+    """What sets a training step's cost: the network and batch, not the seed or the data."""
+    return (config.stem, tuple(config.deform_layers), config.regularizer, config.batch_size,
+            config.data_format)
+
+
+def step_times(configs, step_seconds=None):
+    """{architecture: seconds per training step}, measured once per distinct architecture
+    (a deformable stage costs several plain ones), or `step_seconds` for all."""
+    times = {}
+    for config in configs:
+        key = architecture(config)
+        if key not in times:
+            times[key] = step_seconds if step_seconds is not None else measure_step_seconds(
+                config)
+    return times
+
+
 def estimate_seconds(config, step_seconds, n_train, n_val):
     """Epochs x (training steps + validation at about a third of a training step's cost)."""
     train_steps = math.ceil(n_train / config.batch_size)
@@ -107,8 +125,8 @@ def run_sweep(configs, train_fn, n_train, n_val, force=False, skip=None, log=pri
         force: retrain finished runs too.
         skip: optional predicate; configs for which it returns a reason string are not trained.
         log: where plan and progress lines go.
-        step_seconds: seconds per training step for the estimate; None measures it on the
-            first run's model.
+        step_seconds: seconds per training step for the estimate; None measures it on each
+            distinct architecture's model.
         workers: runs trained at once (child processes when > 1).
         on_result: called with each run's `worker.Outcome` as the run ends (default: logs
             its line).
@@ -122,15 +140,15 @@ def run_sweep(configs, train_fn, n_train, n_val, force=False, skip=None, log=pri
     reasons = {c.run_dir(): (skip(c) if skip else None) for c in configs}
     recorded = {} if force else {c.run_dir(): worker.read_recorded(c, warn) for c in configs}
     todo = [c for c in configs if not recorded.get(c.run_dir()) and not reasons[c.run_dir()]]
-    step = step_seconds
-    if step is None:
-        step = measure_step_seconds(todo[0]) if todo else 0.0
-    estimates = {c.run_dir(): estimate_seconds(c, step, n_train, n_val) for c in todo}
+    steps = step_times(todo, step_seconds)
+    estimates = {c.run_dir(): estimate_seconds(c, steps[architecture(c)], n_train, n_val)
+                 for c in todo}
+    measured = ", ".join(f"{1000 * s:.0f}" for s in sorted(set(steps.values()))) or "0"
     finished = sum(1 for c in configs if recorded.get(c.run_dir()))
     log(
         f"plan: {len(configs)} run(s), {finished} already finished, "
         f"{len(todo)} to train, up to {configs[0].epochs} epoch(s) each, {workers} at a time; "
-        f"measured {step * 1000:.0f} ms/step -> estimated "
+        f"measured {measured} ms/step -> estimated "
         f"{clock(sum(estimates.values()) / max(1, workers))} "
         "(upper bound: early stopping may end runs sooner)"
     )

@@ -589,3 +589,16 @@ class PipelineTest(testing.TestCase):
                             (out[..., 0] == c).mean(axis=(1, 2)),
                             atol=1e-6,
                         )
+
+
+@pytest.mark.parametrize("layer_class", [MixUp, CutMix])
+@pytest.mark.parametrize("labels", [np.array([1, 4, 2, 0], "int32"),
+                                    np.array([1.0, 4.0, 2.0, 0.0], "float32")])
+def test_mixing_rejects_class_indices_with_the_fix(layer_class, labels):
+    images = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
+    layer = layer_class(seed=0)
+    with pytest.raises(ValueError, match=r"labels must be one-hot .* One-hot them first"):
+        layer({"images": images, "labels": labels}, training=True)
+    # Inference leaves labels alone, whatever they are.
+    out = layer({"images": images, "labels": labels}, training=False)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(out["labels"]), labels)

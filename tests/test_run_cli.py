@@ -25,26 +25,33 @@ def run_cli(*args, env=None):
     )
 
 
-@pytest.mark.parametrize(
-    "args, expected",
-    [
-        (["--experiment=nope"], "--experiment=nope: value should be one of"),
-        (["--epochs=0"], "--epochs=0"),
-        (["--val_fraction=1.5"], "--val_fraction must be in (0, 1)"),
-        (["--stem=vgg"], "--stem=vgg: value should be one of <imagenet|cifar>"),
-        (["--batch_size=abc"], "--batch_size"),
-        (["--torchvision_weights=/nonexistent.pth"], "--torchvision_weights must name"),
-        (["--no_such_flag=1"], "no_such_flag"),
-        (["--data_dir=/nonexistent", "--epochs=1"], "/nonexistent/train-images-idx3-ubyte.gz"),
-    ],
-)
-def test_bad_input_is_one_line_and_exit_code_2(args, expected, tmp_path):
-    result = run_cli(*args, f"--artifacts_dir={tmp_path}")
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert expected in lines[0]
-    assert "Traceback" not in result.stderr
+BAD_INPUT = [
+    (["--experiment=nope"], "--experiment=nope: value should be one of"),
+    (["--epochs=0"], "--epochs=0"),
+    (["--val_fraction=1.5"], "--val_fraction must be in (0, 1)"),
+    (["--stem=vgg"], "--stem=vgg: value should be one of <imagenet|cifar>"),
+    (["--batch_size=abc"], "--batch_size"),
+    (["--torchvision_weights=/nonexistent.pth"], "--torchvision_weights must name"),
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["--data_dir=/nonexistent", "--epochs=1"], "/nonexistent/train-images-idx3-ubyte.gz"),
+]
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
+    # All at once: each process ends at its first check, so they overlap well.
+    processes = [
+        subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), *args,
+                          f"--artifacts_dir={tmp_path}"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        for args, _ in BAD_INPUT
+    ]
+    for (args, expected), process in zip(BAD_INPUT, processes):
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 2, (args, stderr)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, (args, stderr)
+        assert expected in lines[0]
+        assert "Traceback" not in stderr
 
 
 def test_helpfull_lists_the_flags():

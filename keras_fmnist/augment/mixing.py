@@ -123,6 +123,19 @@ def validate_mixing_args(layer_name, alpha, probability):
         )
 
 
+def check_soft_labels(layer_name, labels):
+    """Mixing needs one-hot (or soft) label vectors: class indices would be averaged as
+    numbers (classes 1 and 4 mixed half and half would become class 2.5)."""
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    rank = len(labels.shape)
+    if "int" in dtype or dtype == "bool" or rank < 2:
+        raise ValueError(
+            f"{layer_name}: labels must be one-hot or soft label vectors of shape "
+            f"(batch, num_classes); got {dtype} labels of shape {tuple(labels.shape)}. "
+            "One-hot them first, e.g. keras.ops.one_hot(labels, num_classes)."
+        )
+
+
 def mix_labels(backend, labels, transformation, dtype):
     """`lam * y + (1 - lam) * y[permutation]`, the label rule of both papers."""
     labels = backend.cast(labels, dtype)
@@ -169,6 +182,7 @@ class MixingAugmentation(ClassificationAugmentation):
     def transform_labels(self, labels, transformation, training=True):
         if not training or transformation is None:
             return labels
+        check_soft_labels(self.__class__.__name__, labels)
         return mix_labels(self.backend, labels, transformation, self.compute_dtype)
 
     def get_config(self):
