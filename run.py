@@ -201,8 +201,6 @@ def check_weights(path):
         _fail(f"--torchvision_weights: {e}")
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def main(argv):
@@ -216,9 +214,10 @@ def main(argv):
     check_artifacts_dir(FLAGS.artifacts_dir)
     if FLAGS.torchvision_weights:
         check_weights(FLAGS.torchvision_weights)
-    signal.signal(signal.SIGTERM, _interrupt)
     import keras_fmnist
+    from keras_fmnist import interrupt
     from keras_fmnist import runner
+    from keras_fmnist import sweep
     from keras_fmnist import worker
 
     base = config_from_flags()
@@ -230,6 +229,20 @@ def main(argv):
         outcomes.append(outcome)
         print(f"run.py: {outcome.line()}", flush=True)
 
+    def interrupted_line():
+        kept = sum(1 for o in outcomes if o.finished)
+        return f"interrupted: {kept} finished runs kept; rerun the same command to resume"
+
+    def stop(signum, frame):
+        # Handled here rather than by a KeyboardInterrupt, which Keras' fit can swallow (see
+        # keras_fmnist.interrupt): stop the workers, release claims, remove temp files, leave.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C changes nothing
+        sweep.stop_children()
+        interrupt.exit_now(interrupted_line())
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
     try:
         _, report_path = runner.run_experiment(
             FLAGS.experiment, base, layers=FLAGS.layers, augment=FLAGS.augment,
@@ -239,11 +252,9 @@ def main(argv):
         )
     except (keras_fmnist.DatasetError, study.PlanError) as e:
         _fail(e)
-    except KeyboardInterrupt:
-        kept = sum(1 for o in outcomes if o.finished)
-        print(f"interrupted: {kept} finished runs kept; rerun the same command to resume",
-              file=sys.stderr, flush=True)
-        os._exit(130)  # no interpreter teardown: a second Ctrl-C cannot print a traceback
+    except KeyboardInterrupt:  # raised by a library (e.g. Ray stopping its trials)
+        sweep.stop_children()
+        interrupt.exit_now(interrupted_line())
     print(f"run.py: report: {report_path}")
     bad = [o for o in outcomes if o.status in (worker.DIVERGED, worker.FAILED)]
     if bad:

@@ -12,6 +12,19 @@ import os
 import tempfile
 
 
+# Temporary files of atomic writes in progress in this process, so that an interrupt handler
+# can remove them before the process exits (see `remove_active_temp_files`).
+_ACTIVE_TEMP_FILES = set()
+
+
+def remove_active_temp_files():
+    """Removes the temporary files of this process's unfinished atomic writes."""
+    for tmp in list(_ACTIVE_TEMP_FILES):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        _ACTIVE_TEMP_FILES.discard(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=None):
     """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds.
@@ -25,6 +38,7 @@ def atomic_path(path, suffix=None):
     if suffix is None:
         suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    _ACTIVE_TEMP_FILES.add(tmp)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
     try:
@@ -35,6 +49,7 @@ def atomic_path(path, suffix=None):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+        _ACTIVE_TEMP_FILES.discard(tmp)
 
 
 def _umask():

@@ -112,6 +112,16 @@ def _locked(run_dir):
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+# Claims this process holds, so that an interrupt handler can release them before exiting.
+_HELD = {}
+
+
+def release_all():
+    """Releases every claim this process holds (an interrupt handler's last act)."""
+    for claim in list(_HELD.values()):
+        claim.release()
+
+
 @dataclasses.dataclass
 class Claim:
     """A claim held by this process; `release()` gives it up (idempotent)."""
@@ -128,6 +138,7 @@ class Claim:
             os.utime(self.path)
 
     def release(self):
+        _HELD.pop(self.path, None)
         with contextlib.suppress(FileNotFoundError):
             if read_claim(self.run_dir) == self.info:
                 os.remove(self.path)
@@ -173,7 +184,9 @@ def try_claim(run_dir, finished):
             f.flush()
             os.fsync(f.fileno())
         remove_temp_files(run_dir)
-    return "claim", Claim(run_dir, info)
+    claim = Claim(run_dir, info)
+    _HELD[claim.path] = claim
+    return "claim", claim
 
 
 class ClaimHeartbeat(keras.callbacks.Callback):

@@ -185,12 +185,22 @@ def run_sweep(configs, train_fn, n_train, n_val, force=False, skip=None, log=pri
     return [outcomes[c.run_dir()] for c in configs]
 
 
+# Worker processes of this process's sweep, so that an interrupt handler can stop them.
+_RUNNING = {}  # Popen -> (config, result path, start time)
+
+
+def stop_children(timeout=60):
+    """Stops the sweep's worker processes (each releases its claim) and waits for them."""
+    _stop_children(_RUNNING, timeout)
+    _RUNNING.clear()
+
+
 def _run_children(configs, workers, force, progress, record, log):
     """Up to `workers` child processes at once, one per run; Ctrl-C stops them all cleanly."""
     threads = threads_per_worker(workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     pending = list(configs)
-    running = {}  # Popen -> (config, result path, start time)
+    running = _RUNNING
     scratch = tempfile.mkdtemp(prefix="keras_fmnist-sweep-")
     try:
         while pending or running:

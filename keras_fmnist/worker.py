@@ -16,6 +16,7 @@ import sys
 from keras_fmnist import artifacts
 from keras_fmnist import claims
 from keras_fmnist import experiments
+from keras_fmnist import interrupt
 
 # How a run ended, as `run.py: <run dir> (<status>): ...` reports it.
 TRAINED, DONE, CLAIMED, DIVERGED, SKIPPED, INTERRUPTED, FAILED = (
@@ -144,8 +145,6 @@ def set_threads(threads):
         torch.set_num_threads(threads)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def main(argv=None):
@@ -156,11 +155,18 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
-    # The parent stops its children with SIGTERM (or the terminal's SIGINT): either way the
-    # claim is released and temporary files are removed on the way out.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     set_threads(args.threads)
     config = config_from_json(args.config)
+
+    def stop(signum, frame):
+        # The parent stops its children with SIGTERM (or the terminal sends SIGINT): release
+        # the claim, remove temporary files, record "interrupted" and leave at once.
+        outcome = Outcome(INTERRUPTED, config.run_dir(), None, "interrupted")
+        artifacts.write_json(args.result, outcome.to_json())
+        interrupt.exit_now(None, EXIT_CODES[INTERRUPTED])
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         outcome = handle_run(config, experiments.run_training, force=args.force,
                              warn=lambda line: print(line, file=sys.stderr))
