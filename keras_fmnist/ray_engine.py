@@ -63,28 +63,19 @@ def run_sweep(configs, n_train, n_val, force=False, skip=None, log=print, on_res
         f"{workers} at a time with {threads} CPU(s) and {gpus_per_run:g} GPU(s) each; "
         f"estimated {sweep.clock(sum(estimates.values()) / max(1, workers))} "
         "(finished runs are skipped by the trials)")
-    progress = sweep.Progress(len(configs), estimates, workers, log)
-    outcomes = {}
-
-    def record(outcome, seconds=None):
-        outcomes[outcome.run_dir] = outcome
-        on_result(outcome)
-        progress.ended(outcome.run_dir, seconds)
-
-    for c in configs:
-        if reasons[c.run_dir()]:
-            record(worker.Outcome(worker.SKIPPED, c.run_dir(), None, reasons[c.run_dir()]))
+    progress = sweep.Progress(len(configs), estimates, workers, log, on_result)
+    progress.record_skipped(configs, reasons)
     if runnable:
         _run_trials(ray, tune, runnable, force, threads, workers, gpus_per_run, address,
-                    progress, record)
+                    progress, progress.record)
     log(f"sweep ended in {sweep.clock(time.perf_counter() - progress.start)}")
-    missing = [c for c in configs if c.run_dir() not in outcomes]
+    missing = [c for c in configs if c.run_dir() not in progress.outcomes]
     if missing:
         raise KeyboardInterrupt  # Tune stopped before every trial reported: interrupted
-    interrupted = [o for o in outcomes.values() if o.status == worker.INTERRUPTED]
+    interrupted = [o for o in progress.outcomes.values() if o.status == worker.INTERRUPTED]
     if interrupted:
         raise KeyboardInterrupt
-    return [outcomes[c.run_dir()] for c in configs]
+    return [progress.outcomes[c.run_dir()] for c in configs]
 
 
 def _run_trials(ray, tune, configs, force, threads, workers, gpus_per_run, address,

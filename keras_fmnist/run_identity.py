@@ -10,8 +10,10 @@ path becomes the file's SHA-256. The Keras backend and the split sizes are part 
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
+import os
 
 # Settings that cannot change a run's result: where it writes, how it is named, how verbose
 # it is, and where the data is read from (replaced by the data's fingerprint).
@@ -33,6 +35,13 @@ def array_fingerprint(*arrays):
 
 
 def file_sha256(path):
+    """SHA-256 of a file, hashed once per (path, size, mtime): every `run_dir()` asks again."""
+    stat = os.stat(path)
+    return _file_sha256(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path, size, mtime_ns):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -83,10 +83,12 @@ def threads_per_worker(workers):
 
 
 class Progress:
-    """`[done/total] ... | elapsed | ETA` lines; the ETA scales by actual/estimated run time."""
+    """What became of each run so far, and `[done/total] ... | elapsed | ETA` lines; the ETA
+    scales by actual/estimated run time. Every engine records its outcomes here."""
 
-    def __init__(self, total, estimates, workers, log):
-        self.total, self.workers, self.log = total, workers, log
+    def __init__(self, total, estimates, workers, log, on_result):
+        self.total, self.workers, self.log, self.on_result = total, workers, log, on_result
+        self.outcomes = {}  # run dir -> worker.Outcome
         self.estimates = dict(estimates)  # run dir -> estimated seconds, runs still to train
         self.done = 0
         self.start = time.perf_counter()
@@ -110,6 +112,23 @@ class Progress:
             self.spent += seconds
             self.estimated_spent += estimate
         self.log(f"[{self.done}/{self.total}] ended {run_dir} | {self._stamp()}")
+
+    def record(self, outcome, seconds=None):
+        """Keeps a run's outcome, reports it (`on_result`) and moves the progress on."""
+        self.outcomes[outcome.run_dir] = outcome
+        self.on_result(outcome)
+        self.ended(outcome.run_dir, seconds)
+
+    def record_skipped(self, configs, reasons):
+        """Records the configs with a skip reason; returns the others, in order."""
+        runnable = []
+        for c in configs:
+            if reasons[c.run_dir()]:
+                self.record(worker.Outcome(worker.SKIPPED, c.run_dir(), None,
+                                           reasons[c.run_dir()]))
+            else:
+                runnable.append(c)
+        return runnable
 
 
 def run_sweep(configs, train_fn, n_train, n_val, force=False, skip=None, log=print,
@@ -159,18 +178,9 @@ def run_sweep(configs, train_fn, n_train, n_val, force=False, skip=None, log=pri
             state = reasons[c.run_dir()] or "to train"
         log(f"  - {c.run_dir()}: {state}")
 
-    progress = Progress(len(configs), estimates, workers, log)
-    outcomes = {}
-
-    def record(outcome, seconds=None):
-        outcomes[outcome.run_dir] = outcome
-        on_result(outcome)
-        progress.ended(outcome.run_dir, seconds)
-
-    for c in configs:
-        if reasons[c.run_dir()]:
-            record(worker.Outcome(worker.SKIPPED, c.run_dir(), None, reasons[c.run_dir()]))
-    runnable = [c for c in configs if not reasons[c.run_dir()]]
+    progress = Progress(len(configs), estimates, workers, log, on_result)
+    record = progress.record
+    runnable = progress.record_skipped(configs, reasons)
     if workers <= 1:
         for config in runnable:
             if config in todo:
@@ -182,7 +192,7 @@ def run_sweep(configs, train_fn, n_train, n_val, force=False, skip=None, log=pri
     else:
         _run_children(runnable, workers, force, progress, record, log)
     log(f"sweep ended in {clock(time.perf_counter() - progress.start)}")
-    return [outcomes[c.run_dir()] for c in configs]
+    return [progress.outcomes[c.run_dir()] for c in configs]
 
 
 # Worker processes of this process's sweep, so that an interrupt handler can stop them.
