@@ -419,3 +419,33 @@ class DeformConv2DLayerTest(testing.TestCase):
             outputs.append(_np(layer(x)))
         self.assertAllClose(outputs[0], outputs[1], atol=1e-4)
         self.assertAllClose(outputs[0], outputs[2], atol=1e-4)
+
+
+@pytest.mark.parametrize("implementation", ["keras", "torchvision"])
+@pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "same"), (1, 1), (2, "valid")])
+def test_channels_first_layer_equals_channels_last(implementation, strides, padding):
+    if implementation == "torchvision" and BACKEND != "torch":
+        pytest.skip("torchvision's kernel needs the torch backend")
+    x = np.random.default_rng(5).standard_normal((2, 7, 6, 4)).astype("float32")
+    last = DeformConv2D(5, 3, strides=strides, padding=padding, use_bias=True,
+                        implementation=implementation, data_format="channels_last")
+    first = DeformConv2D(5, 3, strides=strides, padding=padding, use_bias=True,
+                         implementation=implementation, data_format="channels_first")
+    last.build(x.shape)
+    first.build((2, 4, 7, 6))
+    rng = np.random.default_rng(6)
+    weights = [w + 0.3 * rng.standard_normal(w.shape) for w in last.get_weights()]
+    last.set_weights(weights)
+    first.set_weights(weights)  # the same (kh, kw, in, out) kernels in both layouts
+    expected = np.transpose(_np(last(x)), (0, 3, 1, 2))
+    got = _np(first(np.transpose(x, (0, 3, 1, 2))))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert first.compute_output_shape((2, 4, 7, 6)) == got.shape
+    config = first.get_config()
+    assert config["data_format"] == "channels_first"
+    assert DeformConv2D.from_config(config).data_format == "channels_first"
+
+
+def test_data_format_is_validated():
+    with pytest.raises(ValueError, match="`data_format`"):
+        DeformConv2D(4, data_format="NCHW")

@@ -1,4 +1,4 @@
-"""Modulated deformable convolution layer (DCNv2), channels-last."""
+"""Modulated deformable convolution layer (DCNv2)."""
 
 import keras
 from keras import ops
@@ -38,17 +38,21 @@ class DeformConv2D(keras.layers.Layer):
         modulated: bool. True for DCNv2 (learned masks), False for DCNv1. Defaults to True.
         use_bias: bool, whether the deformable convolution adds a bias. Defaults to False.
         implementation: "auto", "keras" or "torchvision"; see `deform_conv2d`.
+        data_format: "channels_last" (N, H, W, C) or "channels_first" (N, C, H, W), as
+            Keras' `Conv2D`. Defaults to `keras.config.image_data_format()`.
         kernel_initializer, bias_initializer: initializers of the main convolution.
         kernel_regularizer, bias_regularizer: regularizers of the main convolution.
         kernel_constraint, bias_constraint: constraints of the main convolution.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Input shape:
-        (batch, height, width, channels).
+        (batch, height, width, channels), or (batch, channels, height, width) with
+        `data_format="channels_first"`.
 
     Output shape:
-        (batch, new_height, new_width, filters), the sizes of a `Conv2D` with the same
-        kernel size, strides, padding and dilation.
+        (batch, new_height, new_width, filters) (channels first: (batch, filters,
+        new_height, new_width)), the sizes of a `Conv2D` with the same kernel size,
+        strides, padding and dilation.
 
     Example:
 
@@ -69,6 +73,7 @@ class DeformConv2D(keras.layers.Layer):
         modulated=True,
         use_bias=False,
         implementation="auto",
+        data_format=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         kernel_regularizer=None,
@@ -111,6 +116,13 @@ class DeformConv2D(keras.layers.Layer):
                 f"torch backend (current: {keras.backend.backend()}). "
                 f"Received: implementation={implementation}"
             )
+        data_format = data_format or keras.config.image_data_format()
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(
+                "Invalid value for argument `data_format`: expected 'channels_last' or "
+                f"'channels_first'. Received: data_format={data_format}"
+            )
+        self.data_format = data_format
         self.filters = filters
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.strides = _pair(strides, "strides")
@@ -132,8 +144,12 @@ class DeformConv2D(keras.layers.Layer):
     def _taps(self):
         return self.kernel_size[0] * self.kernel_size[1]
 
+    @property
+    def _channel_axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
     def build(self, input_shape):
-        channels = input_shape[-1]
+        channels = input_shape[self._channel_axis]
         if channels is None:
             raise ValueError(
                 "The channel dimension of the inputs of DeformConv2D must be known. "
@@ -172,12 +188,16 @@ class DeformConv2D(keras.layers.Layer):
         self.offset_bias = self.add_weight(
             name="offset_bias", shape=(offset_channels,), initializer="zeros"
         )
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+        self.input_spec = keras.layers.InputSpec(
+            ndim=4, axes={self._channel_axis: channels}
+        )
 
     def call(self, inputs):
+        first = self.data_format == "channels_first"
         if isinstance(self.padding, int):
             p = self.padding
-            padded = ops.pad(inputs, ((0, 0), (p, p), (p, p), (0, 0)))
+            pads = ((0, 0), (0, 0), (p, p), (p, p)) if first else ((0, 0), (p, p), (p, p), (0, 0))
+            padded = ops.pad(inputs, pads)
             conv_padding = "valid"
         else:
             padded, conv_padding = inputs, self.padding
@@ -187,10 +207,18 @@ class DeformConv2D(keras.layers.Layer):
             strides=self.strides,
             padding=conv_padding,
             dilation_rate=self.dilation_rate,
-        ) + self.offset_bias
+            data_format=self.data_format,
+        )
         n_offsets = 2 * self.deformable_groups * self._taps
-        offset = offset_and_mask[..., :n_offsets]
-        mask = ops.sigmoid(offset_and_mask[..., n_offsets:]) if self.modulated else None
+        if first:
+            offset_and_mask = offset_and_mask + ops.reshape(self.offset_bias, (-1, 1, 1))
+            offset = offset_and_mask[:, :n_offsets]
+            logits = offset_and_mask[:, n_offsets:]
+        else:
+            offset_and_mask = offset_and_mask + self.offset_bias
+            offset = offset_and_mask[..., :n_offsets]
+            logits = offset_and_mask[..., n_offsets:]
+        mask = ops.sigmoid(logits) if self.modulated else None
         return deform_conv2d(
             inputs,
             offset,
@@ -201,16 +229,21 @@ class DeformConv2D(keras.layers.Layer):
             padding=self.padding,
             dilation_rate=self.dilation_rate,
             implementation=self.implementation,
+            data_format=self.data_format,
         )
 
     def compute_output_shape(self, input_shape):
+        first = self.data_format == "channels_first"
+        spatial = tuple(input_shape[2:4]) if first else tuple(input_shape[1:3])
         out_h, out_w = conv_output_size(
-            tuple(input_shape[1:3]),
+            spatial,
             self.kernel_size,
             self.strides,
             self.padding,
             self.dilation_rate,
         )
+        if first:
+            return (input_shape[0], self.filters, out_h, out_w)
         return (input_shape[0], out_h, out_w, self.filters)
 
     def get_config(self):
@@ -226,6 +259,7 @@ class DeformConv2D(keras.layers.Layer):
                 "modulated": self.modulated,
                 "use_bias": self.use_bias,
                 "implementation": self.implementation,
+                "data_format": self.data_format,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),

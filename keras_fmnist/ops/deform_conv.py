@@ -1,4 +1,5 @@
-"""Deformable convolution (DCNv1 / DCNv2), channels-last, for every Keras backend.
+"""Deformable convolution (DCNv1 / DCNv2), channels-last or channels-first, for every Keras
+backend.
 
 Deformable ConvNets v2 (Zhu et al. 2018, https://arxiv.org/abs/1811.11168) samples the
 input of each kernel tap `k` of output position `p` at a learned fractional position and
@@ -20,8 +21,10 @@ Two implementations compute the same function:
   offset group at once, so a gather moves a contiguous channel vector), blends them with the
   bilinear weights times the mask into an im2col matrix, and one matmul with the kernel
   finishes the convolution.
-* "torchvision": `torchvision.ops.deform_conv2d` (torch backend only), with the channels-last
-  tensors permuted to its channels-first layout.
+* "torchvision": `torchvision.ops.deform_conv2d` (torch backend only), channels-first.
+
+Both compute in one layout and take the other as a transposed view (free on torch: a
+channels-first input reaches torchvision's kernel as the very tensor it was).
 
 "auto" picks between them with `select_implementation`, the one place that rule lives.
 """
@@ -32,6 +35,7 @@ from keras import ops
 from keras_fmnist.validation import int_pair
 
 IMPLEMENTATIONS = ("auto", "keras", "torchvision")
+DATA_FORMATS = ("channels_last", "channels_first")
 
 # The "auto" rule: (backend, device type) -> implementation, decided by
 # `python -m keras_fmnist.bench.deform_conv`; the numbers behind it, and why each side wins,
@@ -218,8 +222,9 @@ def deform_conv2d(
     padding=0,
     dilation_rate=1,
     implementation="auto",
+    data_format="channels_last",
 ):
-    """Deformable 2D convolution (DCNv2 with `mask`, DCNv1 without), channels-last.
+    """Deformable 2D convolution (DCNv2 with `mask`, DCNv1 without).
 
     The channel orders of `offset` and `mask` are torchvision's, moved to the last axis:
     for offset group `g` and kernel tap `k = i * kw + j`, `offset[..., g*2*kh*kw + 2*k]` is
@@ -244,6 +249,8 @@ def deform_conv2d(
         implementation: "auto", "keras" or "torchvision". "keras" runs on any backend;
             "torchvision" needs the torch backend; "auto" takes the faster of the two for the
             backend and device in use, as measured (see `select_implementation`).
+        data_format: "channels_last" (the shapes above) or "channels_first": `inputs`,
+            `offset`, `mask` and the result have their channel axis at 1, (N, C, H, W).
 
     Returns:
         Tensor (N, H_out, W_out, C_out), where
@@ -272,6 +279,11 @@ def deform_conv2d(
             f"backend (current backend: {backend}); use 'keras' or 'auto'. "
             f"Received: implementation={implementation}"
         )
+    if data_format not in DATA_FORMATS:
+        raise ValueError(
+            f"Invalid value for argument `data_format`: expected one of {DATA_FORMATS}. "
+            f"Received: data_format={data_format}"
+        )
     strides = _pair(strides, "strides")
     dilation = _pair(dilation_rate, "dilation_rate")
     if not isinstance(padding, str):
@@ -283,6 +295,7 @@ def deform_conv2d(
             padding=padding,
             dilation_rate=dilation,
             implementation=implementation,
+            data_format=data_format,
         ).symbolic_call(inputs, offset, kernel, mask, bias)
 
     inputs = ops.convert_to_tensor(inputs)
@@ -293,9 +306,21 @@ def deform_conv2d(
         mask = ops.cast(ops.convert_to_tensor(mask), dtype)
     if bias is not None:
         bias = ops.cast(ops.convert_to_tensor(bias), dtype)
-    return _deform_conv2d(
+    if data_format == "channels_first":
+        inputs, offset = _to_channels_last(inputs), _to_channels_last(offset)
+        mask = None if mask is None else _to_channels_last(mask)
+    outputs = _deform_conv2d(
         inputs, offset, kernel, mask, bias, strides, padding, dilation, implementation
     )
+    return _to_channels_first(outputs) if data_format == "channels_first" else outputs
+
+
+def _to_channels_last(x):
+    return ops.transpose(x, (0, 2, 3, 1)) if len(x.shape) == 4 else x
+
+
+def _to_channels_first(x):
+    return ops.transpose(x, (0, 3, 1, 2))
 
 
 def _deform_conv2d(inputs, offset, kernel, mask, bias, strides, padding, dilation, impl):
@@ -432,20 +457,28 @@ def _deform_conv2d_torchvision(inputs, offset, kernel, mask, bias, strides, pads
 class DeformConv2d(keras.Operation):
     """`deform_conv2d` as a Keras operation, so it also accepts symbolic KerasTensors."""
 
-    def __init__(self, strides=1, padding=0, dilation_rate=1, implementation="auto"):
+    def __init__(
+        self, strides=1, padding=0, dilation_rate=1, implementation="auto",
+        data_format="channels_last",
+    ):
         super().__init__()
         self.strides = _pair(strides, "strides")
         self.padding = padding
         self.dilation_rate = _pair(dilation_rate, "dilation_rate")
         self.implementation = implementation
+        self.data_format = data_format
 
     def call(self, inputs, offset, kernel, mask=None, bias=None):
         return deform_conv2d(
             inputs, offset, kernel, mask, bias, self.strides, self.padding,
-            self.dilation_rate, self.implementation,
+            self.dilation_rate, self.implementation, self.data_format,
         )
 
     def compute_output_spec(self, inputs, offset, kernel, mask=None, bias=None):
+        first = self.data_format == "channels_first"
+        if first:
+            inputs, offset = _ShapeOnly.last(inputs), _ShapeOnly.last(offset)
+            mask = None if mask is None else _ShapeOnly.last(mask)
         in_shape = tuple(inputs.shape)
         k_shape = tuple(kernel.shape)
         pads = _padding_amounts(
@@ -455,6 +488,21 @@ class DeformConv2d(keras.Operation):
             in_shape[1:3], k_shape[:2], self.strides, pads, self.dilation_rate
         )
         _validate(inputs, offset, kernel, mask, bias, out_size)
-        return keras.KerasTensor(
-            (in_shape[0],) + tuple(out_size) + (k_shape[3],), dtype=inputs.dtype
-        )
+        if first:
+            shape = (in_shape[0], k_shape[3]) + tuple(out_size)
+        else:
+            shape = (in_shape[0],) + tuple(out_size) + (k_shape[3],)
+        return keras.KerasTensor(shape, dtype=inputs.dtype)
+
+
+class _ShapeOnly:
+    """A tensor's shape and dtype, channels-last, for validating a channels-first call."""
+
+    def __init__(self, shape, dtype):
+        self.shape = shape
+        self.dtype = dtype
+
+    @classmethod
+    def last(cls, x):
+        s = tuple(x.shape)
+        return cls((s[0], s[2], s[3], s[1]) if len(s) == 4 else s, x.dtype)
