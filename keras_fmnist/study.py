@@ -1,4 +1,4 @@
-"""The study's experiments as lists of runs, and the numbers it reported (SPEC.md).
+"""The study's experiments as lists of runs, and the numbers it reported (docs/STUDY.md).
 
 `plan` turns an experiment name and its choices (stages to deform, augmentation, regulariser,
 p) into the `RunConfig`s to train; the sweep runner trains them and `report` compares them
@@ -23,7 +23,7 @@ DEFORM_CONFIGS = tuple(
 )
 STUDY_BEST_LAYERS = (1, 3)
 
-# Validation / test accuracies the study reported (percent), SPEC.md "Experiments".
+# Validation / test accuracies the study reported (percent), docs/STUDY.md.
 STUDY = {
     "baseline": {"val_epoch1": 87.42, "best_val": 93.69, "best_epoch": 8, "val_epoch10": 92.97},
     "augment": {"basic": 76.72, "mixup": 82.86, "cutmix": 92.12},
