@@ -12,8 +12,9 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 from keras_fmnist import augment  # noqa: E402
 from keras_fmnist import layers  # noqa: E402
 from keras_fmnist import ops  # noqa: E402
-from keras_fmnist import optimizers  # noqa: E402
 from keras_fmnist import schedules  # noqa: E402
+from keras_fmnist.accelerate import AcceleratedModel  # noqa: E402
+from keras_fmnist.accelerate import accelerate  # noqa: E402
 from keras_fmnist.data import CLASS_NAMES  # noqa: E402
 from keras_fmnist.data import DatasetError  # noqa: E402
 from keras_fmnist.data import load_fashion_mnist  # noqa: E402

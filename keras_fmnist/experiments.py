@@ -27,6 +27,7 @@ from keras_fmnist import training
 from keras_fmnist.data import CLASS_NAMES
 from keras_fmnist.data import NUM_CLASSES
 from keras_fmnist.data import load_fashion_mnist
+from keras_fmnist.accelerate import accelerate
 from keras_fmnist.models.resnet import build_resnet18
 from keras_fmnist.models.resnet import default_data_format
 from keras_fmnist.models.torchvision_weights import load_torchvision_weights
@@ -264,6 +265,7 @@ def train_model(config, data, extra_callbacks=()):
     x_train, y_train = data["train"]
     mean, variance = pipeline.standardisation_stats(x_train)
     model, weights_report = build_model(config, mean, variance)
+    model = accelerate(model)  # the same layers and weights; saving writes the stock model
     training.compile_model(model, config.learning_rate)
     augment = make_augment_layer(config.augment, config.seed)
     train_batches = pipeline.ArrayBatches(

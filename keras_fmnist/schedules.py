@@ -4,6 +4,7 @@ import warnings
 
 import keras
 
+from keras_fmnist.backend import private_api
 from keras_fmnist.layers.drop_block import DropBlock2D
 from keras_fmnist.validation import validate_positive_int
 
@@ -72,13 +73,10 @@ class DropBlockSchedule(keras.callbacks.Callback):
                     "`steps_per_epoch` to fit."
                 )
             self.total_steps = int(epochs) * int(steps)
-        # _flatten_layers is the traversal Keras itself uses; it also reaches
-        # layers stored as attributes of custom layers, which `model.layers`
-        # does not list.
+        # Also layers stored as attributes of custom layers, which `model.layers` does
+        # not list.
         self._layers = [
-            layer
-            for layer in self.model._flatten_layers(include_self=False)
-            if isinstance(layer, DropBlock2D)
+            layer for layer in private_api.all_layers(self.model) if isinstance(layer, DropBlock2D)
         ]
         if not self._layers:
             warnings.warn(

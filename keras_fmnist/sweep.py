@@ -24,6 +24,7 @@ import numpy as np
 import keras
 
 from keras_fmnist import artifacts
+from keras_fmnist.accelerate import accelerate
 from keras_fmnist import claims
 from keras_fmnist import experiments
 from keras_fmnist import training
@@ -33,6 +34,7 @@ from keras_fmnist import worker
 def measure_step_seconds(config, steps=3):
     """Seconds per training step of this configuration's model, from a few real steps."""
     model, _ = experiments.build_model(config)
+    model = accelerate(model)
     training.compile_model(model, config.learning_rate)
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(config.batch_size, 28, 28, 1)).astype("float32")

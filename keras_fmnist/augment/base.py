@@ -1,8 +1,6 @@
 """What the study's augmentation layers share as image-classification preprocessing layers."""
 
-from keras.src.layers.preprocessing.image_preprocessing.base_image_preprocessing_layer import (  # noqa: E501
-    BaseImagePreprocessingLayer,
-)
+from keras_fmnist.backend.private_api import BaseImagePreprocessingLayer
 
 
 class ClassificationAugmentation(BaseImagePreprocessingLayer):

@@ -3,14 +3,18 @@
     python -m keras_fmnist.bench [--batch-size 128 --repeats 5 --steps 3 --device cpu
                                   --threads N --json PATH --skip-deform --skip-memory]
 
-1. training images/s of `build_resnet18()` + `compile_model` (`train_on_batch`) vs the plain
-   PyTorch reference (torchvision resnet18, study surgery, Adam 3e-4): the ratio;
+1. training images/s of `accelerate(build_resnet18())` + `compile_model` (`train_on_batch`) vs
+   the plain PyTorch reference (torchvision resnet18, study surgery, Adam 3e-4): the ratio;
+   also a user's own `compile(keras.optimizers.Adam(3e-4), ...)` on the accelerated model,
+   and the stock model not accelerated (`--keras-sides`);
 2. the same with `deform_layers=(1, 3)` and CutMix, vs torchvision.ops.deform_conv2d blocks;
 3. inference images/s of both (part of 1 and 2);
 4. DeformConv2D forward + backward, torchvision vs keras implementation
    (`keras_fmnist.bench.deform_conv.measure`; also checks the "auto" rule);
 5. peak resident memory (and peak GPU memory on cuda) of each side, each trained alone in
-   a fresh subprocess.
+   a fresh subprocess;
+6. seconds per Adam update: Keras' own `Adam` vs the same through `accelerate`'s fused
+   update, default and amsgrad (`bench.training.optimizer_update_times`).
 
 All timings are in one process, interleaved, warm-up excluded; see `bench/training.py`.
 """
@@ -79,12 +83,12 @@ def _print_compare(title, r):
         m = r[mode]
         for unit in ("images_per_s", "images_per_cpu_s"):
             cells = []
-            for side in ("keras", "torch"):
-                s = m[unit][side]
+            for side, s in m[unit].items():
                 cells.append(f"{side} {s['median']:8.1f} [{s['min']:.0f}-{s['max']:.0f}]")
             print(f"  {mode:9s} {unit:17s} " + "   ".join(cells))
-        print(f"  {mode:9s} keras/torch ratio: wall {m['ratio_wall']:.2f}, "
-              f"cpu {m['ratio_cpu']:.2f}")
+        for side in m["ratios_wall"]:
+            print(f"  {mode:9s} {side}/torch ratio: wall {m['ratios_wall'][side]:.2f}, "
+                  f"cpu {m['ratios_cpu'][side]:.2f}")
 
 
 def run(args):
@@ -105,7 +109,7 @@ def run(args):
         device=args.device,
         data_format=args.data_format,
     )
-    report["baseline"] = bench_training.compare(**common)
+    report["baseline"] = bench_training.compare(keras_sides=tuple(args.keras_sides), **common)
     _print_compare("1+3. ResNet-18 baseline", report["baseline"])
     if not args.skip_deform:
         report["deform_1_3_cutmix"] = bench_training.compare(
@@ -141,6 +145,16 @@ def run(args):
             for kind in sides["keras"]:
                 print(f"  {name:18s} {kind:5s} keras {sides['keras'][kind]:7.0f}   "
                       f"torch {sides['torch'][kind]:7.0f}")
+    if not args.skip_optimizer:
+        report["adam_update"] = bench_training.optimizer_update_times(
+            repeats=args.repeats, steps=args.steps, warmup=args.warmup
+        )
+        print("\n6. Adam update of the ResNet-18's weights (ms): Keras' Adam vs fused")
+        for config, r in report["adam_update"].items():
+            k = r["seconds_per_update"]["keras_adam"]["median"] * 1e3
+            f = r["seconds_per_update"]["fused_adam"]["median"] * 1e3
+            print(f"  {config:8s} keras {k:7.2f}   fused {f:7.2f}   "
+                  f"fused/keras {r['fused_over_keras']:.2f}   {r['fused_counts']}")
     if args.json:
         artifacts.write_json(args.json, report)
     return report
@@ -158,10 +172,19 @@ def parse_args(argv=None):
     parser.add_argument("--data-format", choices=("channels_last", "channels_first"),
                         default=None, help="the Keras model's internal layout "
                         "(default: build_resnet18's)")
+    parser.add_argument("--keras-sides", type=lambda t: t.split(","),
+                        default=["keras", "keras_user", "keras_stock"],
+                        help="Keras setups timed on the baseline, comma-separated: "
+                        + ", ".join(bench_training.KERAS_SIDES))
     parser.add_argument("--skip-deform", action="store_true")
+    parser.add_argument("--skip-optimizer", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--json", default=None, help="write the full report here")
     args = parser.parse_args(argv)
+    bad = [s for s in args.keras_sides if s not in bench_training.KERAS_SIDES]
+    if bad or not args.keras_sides:
+        parser.error(f"--keras-sides: unknown {bad}; choose from "
+                     + ", ".join(bench_training.KERAS_SIDES))
     for name in ("batch_size", "repeats", "steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")

@@ -24,7 +24,9 @@ import numpy as np
 import keras_fmnist  # noqa: F401  (sets the default backend before keras loads)
 import keras
 
+from keras_fmnist.accelerate import accelerate
 from keras_fmnist.augment import CutMix
+from keras_fmnist.backend import private_api
 from keras_fmnist.models.resnet import build_resnet18
 from keras_fmnist.models.resnet import default_data_format
 from keras_fmnist.training import compile_model
@@ -37,7 +39,7 @@ def _torch():
 
 
 def torch_deform_conv_block(channels):
-    """The study's DeformConvBlock in plain torch, with DCNv2 done right (see SPEC.md)."""
+    """The study's DeformConvBlock in plain torch, with DCNv2 as Zhu et al. 2018 define it (docs/STUDY.md)."""
     torch = _torch()
     import torchvision.ops
 
@@ -161,12 +163,35 @@ def make_torch_step(batch_size, deform_layers=(), cutmix=False, device="cpu", se
     return step, infer, model
 
 
-def make_keras_step(batch_size, deform_layers=(), cutmix=False, seed=0, data_format=None):
-    """A callable running one `train_on_batch` of the project's compiled model."""
+# The Keras sides a comparison can time against plain PyTorch:
+KERAS_SIDES = {
+    "keras": "accelerate(build_resnet18()) + compile_model (what run.py trains)",
+    "keras_user": "accelerate(build_resnet18()) + a user's own "
+    "compile(keras.optimizers.Adam(3e-4), CategoricalCrossentropy(from_logits=True), "
+    "metrics=['accuracy'])",
+    "keras_stock": "build_resnet18() + compile_model, not accelerated",
+}
+
+
+def make_keras_step(batch_size, deform_layers=(), cutmix=False, seed=0, data_format=None,
+                    side="keras"):
+    """A callable running one `train_on_batch` of the project's compiled model (`side`:
+    one of `KERAS_SIDES`)."""
+    if side not in KERAS_SIDES:
+        raise ValueError(f"side must be one of {', '.join(KERAS_SIDES)}; got {side!r}")
     keras.utils.set_random_seed(seed)
     kwargs = {} if data_format is None else {"data_format": data_format}
     model = build_resnet18(deform_layers=deform_layers, **kwargs)
-    compile_model(model)
+    if side != "keras_stock":
+        model = accelerate(model)
+    if side == "keras_user":
+        model.compile(
+            optimizer=keras.optimizers.Adam(3e-4),
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+    else:
+        compile_model(model)
     x, y = _batch(batch_size, seed)
     mix = _cutmix_fn(cutmix, seed)
 
@@ -207,6 +232,7 @@ def compare(
     inference=True,
     seed=0,
     data_format=None,
+    keras_sides=("keras",),
 ):
     """Keras vs plain PyTorch training (and inference) throughput, interleaved.
 
@@ -221,16 +247,19 @@ def compare(
         inference: also time `predict_on_batch` vs `torch.no_grad()` forward.
         seed: seed of the batch and the models.
         data_format: the Keras model's internal layout (None: `build_resnet18`'s default).
+        keras_sides: which Keras setups to time (keys of `KERAS_SIDES`; "keras" first).
 
     Returns:
-        A dict with images/s (wall and CPU) of each side, their ratios (keras / torch,
-        median over repetitions) and the setting.
+        A dict with images/s (wall and CPU) of each side, their ratios against torch
+        (median over repetitions of the per-repetition ratios: "ratio_wall"/"ratio_cpu" for
+        the first Keras side, "ratios_wall"/"ratios_cpu" for each) and the setting.
     """
     check_device(device)
-    sides = {
-        "torch": make_torch_step(batch_size, deform_layers, cutmix, device, seed),
-        "keras": make_keras_step(batch_size, deform_layers, cutmix, seed, data_format),
-    }
+    sides = {"torch": make_torch_step(batch_size, deform_layers, cutmix, device, seed)}
+    for side in keras_sides:
+        sides[side] = make_keras_step(
+            batch_size, deform_layers, cutmix, seed, data_format, side=side
+        )
     for step, _, _ in sides.values():
         for _ in range(warmup):
             step()
@@ -246,6 +275,7 @@ def compare(
         "deform_layers": list(deform_layers),
         "cutmix": bool(cutmix),
         "keras_data_format": data_format or default_data_format(),
+        "keras_sides": {side: KERAS_SIDES[side] for side in keras_sides},
         "torch_threads": _torch().get_num_threads(),
     }
     for mode, index in modes:
@@ -259,17 +289,74 @@ def compare(
                 w, c = _time(entry[index], steps)
                 wall[name].append(batch_size * steps / w)
                 cpu[name].append(batch_size * steps / c if c > 0 else float("inf"))
+        ratios_wall = {
+            side: statistics.median(k / t for k, t in zip(wall[side], wall["torch"]))
+            for side in keras_sides
+        }
+        ratios_cpu = {
+            side: statistics.median(k / t for k, t in zip(cpu[side], cpu["torch"]))
+            for side in keras_sides
+        }
         result[mode] = {
             "images_per_s": {n: _summary(v) for n, v in wall.items()},
             "images_per_cpu_s": {n: _summary(v) for n, v in cpu.items()},
-            "ratio_wall": statistics.median(
-                k / t for k, t in zip(wall["keras"], wall["torch"])
-            ),
-            "ratio_cpu": statistics.median(
-                k / t for k, t in zip(cpu["keras"], cpu["torch"])
-            ),
+            "ratio_wall": ratios_wall[keras_sides[0]],
+            "ratio_cpu": ratios_cpu[keras_sides[0]],
+            "ratios_wall": ratios_wall,
+            "ratios_cpu": ratios_cpu,
         }
     return result
+
+
+def optimizer_update_times(configs=("default", "amsgrad"), repeats=5, steps=5, warmup=2):
+    """Seconds per Adam update of the ResNet-18's weights: Keras' own `Adam` vs the same
+    optimizer through `accelerate`'s fused update, interleaved, per configuration.
+
+    Configurations: "default" (Adam(3e-4) on the accelerated model's weights, kernels
+    channels-last in memory), "amsgrad" (Adam(3e-4, amsgrad=True): the fused kernel does
+    not run and Keras' update does), "c_order" (kernels in Keras' own memory order).
+    Both sides update their own copy of the same weights with the same gradients.
+    """
+    results = {}
+    for config in configs:
+        if config not in ("default", "amsgrad", "c_order"):
+            raise ValueError(f"unknown optimizer configuration {config!r}")
+        sides = {}
+        for side in ("keras_adam", "fused_adam"):
+            keras.utils.set_random_seed(0)
+            model = build_resnet18()
+            if config != "c_order":
+                model = accelerate(model)
+            variables = model.trainable_variables
+            grads = [
+                keras.random.normal(v.shape, seed=i) * 1e-3 for i, v in enumerate(variables)
+            ]
+            optimizer = keras.optimizers.Adam(3e-4, amsgrad=config == "amsgrad")
+            optimizer.build(variables)
+            counts = None
+            if side == "fused_adam" and keras.backend.backend() == "torch":
+                counts = private_api.fuse_adam(optimizer)
+            sides[side] = (optimizer, grads, variables, counts)
+        for optimizer, grads, variables, _ in sides.values():
+            for _ in range(warmup):
+                optimizer.apply(grads, variables)
+        times = {side: [] for side in sides}
+        for _ in range(repeats):
+            for side, (optimizer, grads, variables, _) in sides.items():
+                start = time.perf_counter()
+                for _ in range(steps):
+                    optimizer.apply(grads, variables)
+                keras.ops.convert_to_numpy(variables[0])  # wait for the device
+                times[side].append((time.perf_counter() - start) / steps)
+        counts = sides["fused_adam"][3]
+        results[config] = {
+            "seconds_per_update": {side: _summary(v) for side, v in times.items()},
+            "fused_over_keras": statistics.median(
+                f / k for f, k in zip(times["fused_adam"], times["keras_adam"])
+            ),
+            "fused_counts": None if counts is None else counts.as_dict(),
+        }
+    return results
 
 
 def peak_rss_mb():

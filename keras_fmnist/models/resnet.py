@@ -6,12 +6,17 @@ torchvision's resnet18 (He et al. 2015) with the study's adaptations: a 1-channe
 backend registers variables as torch parameters, whose names may not contain ".".
 `torchvision_module_name` maps one to the other, which is what `load_torchvision_weights` uses.
 
-Padding is torch's (`symmetric_padding` of FastConv2D and FastMaxPooling2D) wherever Keras'
-"same" would differ: for a stride-2 convolution over an even-sized map Keras puts the extra row
-at the bottom only, which would shift every feature by half a pixel against torchvision.
-ReLUs and the residual addition run in place (`InplaceReLU`, `InplaceAdd`) where
-torchvision's do: on outputs of batch norm, regularisers and the addition that nothing else
-reads.
+The graph is stock Keras layers (Conv2D, BatchNormalization, ReLU, Add, ZeroPadding2D,
+MaxPooling2D, GlobalAveragePooling2D, Dense) plus the study's own layers where configured
+(DeformConv2D, DropBlock2D, StochasticDepth), as a plain functional `keras.Model`: it saves
+and loads without this package and every intermediate output can be tapped.
+`keras_fmnist.accelerate` is the separate step that makes it fast on torch.
+
+Padding is torch's wherever Keras' "same" would differ: for a stride-2 convolution over an
+even-sized map Keras puts the extra row at the bottom only, which would shift every feature
+by half a pixel against torchvision, so strided convolutions and the stem's max-pool get an
+explicit `ZeroPadding2D` (for the max-pool, zeros equal torch's -inf padding because its
+input is a ReLU's output).
 
 Per-stage block types make the variants: a deformed stage is BasicBlock + DeformConvBlock as the
 study placed it; `regularizer` swaps every BasicBlock for its DropBlock or stochastic-depth
@@ -22,14 +27,8 @@ import keras
 
 from keras_fmnist.layers.deform_conv2d import DeformConv2D
 from keras_fmnist.layers.drop_block import DropBlock2D
-from keras_fmnist.layers.fast_batch_normalization import FastBatchNormalization
-from keras_fmnist.layers.fast_conv2d import FastConv2D
-from keras_fmnist.layers.fast_max_pooling2d import FastMaxPooling2D
-from keras_fmnist.layers.inplace_add import InplaceAdd
-from keras_fmnist.layers.inplace_relu import InplaceReLU
 from keras_fmnist.layers.stochastic_depth import StochasticDepth
 from keras_fmnist.layers.stochastic_depth import stochastic_depth_rates
-from keras_fmnist.models.fast_functional import FastFunctional
 
 STEMS = ("imagenet", "cifar")
 REGULARIZERS = ("dropblock", "stodepth")
@@ -48,10 +47,8 @@ def torchvision_module_name(layer_name):
 def default_data_format(backend=None):
     """The internal layout `build_resnet18` uses when none is given: the faster one.
 
-    torch: channels_first. `python -m keras_fmnist.bench --data-format ...` (2-core CPU,
-    30-60 repetitions): keras/torch training 1.00 with channels_first against 0.95 with
-    channels_last, whose extra permutes cost more; the results are the same
-    (tests/test_resnet.py). Other backends are unmeasured and keep Keras' own default,
+    torch: channels_first, torch's own layout (`python -m keras_fmnist.bench --data-format`
+    measures both; benchmarks/results/). Other backends keep Keras' own default,
     `keras.config.image_data_format()`.
     """
     backend = backend or keras.backend.backend()
@@ -59,7 +56,7 @@ def default_data_format(backend=None):
 
 
 def _bn(name, axis):
-    return FastBatchNormalization(
+    return keras.layers.BatchNormalization(
         axis=axis, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name
     )
 
@@ -69,12 +66,13 @@ def _conv(x, filters, kernel_size, strides, name, data_format):
     pad = (kernel_size - 1) // 2
     # Keras' "same" is torch's padding for stride 1 and an odd kernel, and not otherwise.
     explicit = pad and strides > 1
-    return FastConv2D(
+    if explicit:
+        x = keras.layers.ZeroPadding2D(pad, data_format=data_format, name=f"{name}_pad")(x)
+    return keras.layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
         padding="valid" if explicit or not pad else "same",
-        symmetric_padding=pad if explicit else None,
         use_bias=False,
         data_format=data_format,
         name=name,
@@ -121,7 +119,7 @@ def basic_block(x, filters, strides, name, options):
     in_filters = x.shape[channel_axis]
     shortcut = x
     if strides != 1 or in_filters != filters:
-        shortcut = FastConv2D(
+        shortcut = keras.layers.Conv2D(
             filters,
             1,
             strides=strides,
@@ -134,7 +132,7 @@ def basic_block(x, filters, strides, name, options):
     y = _conv(x, filters, 3, strides, f"{name}_conv1", options.data_format)
     y = _bn(f"{name}_bn1", channel_axis)(y)
     y = _drop_block(y, f"{name}_dropblock1", options, seed_offset=0)
-    y = InplaceReLU(name=f"{name}_relu1")(y)
+    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = _conv(y, filters, 3, 1, f"{name}_conv2", options.data_format)
     y = _bn(f"{name}_bn2", channel_axis)(y)
     y = _drop_block(y, f"{name}_dropblock2", options, seed_offset=1)
@@ -142,8 +140,8 @@ def basic_block(x, filters, strides, name, options):
         y = StochasticDepth(
             options.drop_path_rate, seed=options.layer_seed(2), name=f"{name}_stochastic_depth"
         )(y)
-    y = InplaceAdd(name=f"{name}_add")([y, shortcut])
-    return InplaceReLU(name=f"{name}_relu2")(y)
+    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    return keras.layers.ReLU(name=f"{name}_relu2")(y)
 
 
 def _drop_block(x, name, options, seed_offset):
@@ -165,9 +163,6 @@ def deform_conv_block(x, filters, name, options):
     `DeformConv2D` owns its zero-initialised offset/mask convolution, so a fresh block starts as
     a plain 3x3 convolution scaled by the initial modulation sigmoid(0) = 0.5.
     """
-    channels_first = options.data_format == "channels_first"
-    if channels_first:  # DeformConv2D is channels-last: wrap it in two transposes
-        x = keras.layers.Permute((2, 3, 1), name=f"{name}_to_channels_last")(x)
     y = DeformConv2D(
         filters,
         kernel_size=3,
@@ -175,12 +170,11 @@ def deform_conv_block(x, filters, name, options):
         modulated=True,
         use_bias=False,
         implementation=options.deform_implementation,
+        data_format=options.data_format,
         name=f"{name}_deform_conv",
     )(x)
-    if channels_first:
-        y = keras.layers.Permute((3, 1, 2), name=f"{name}_to_channels_first")(y)
     y = _bn(f"{name}_bn", options.channel_axis)(y)
-    return InplaceReLU(name=f"{name}_relu")(y)
+    return keras.layers.ReLU(name=f"{name}_relu")(y)
 
 
 def _validate(stem, stages, deform_layers, regularizer, p, block_size, stochastic_depth_rule):
@@ -250,7 +244,9 @@ def build_resnet18(
         name: the model's name.
 
     Returns:
-        A `keras.Model` mapping (N, H, W, C) images to (N, num_classes) logits.
+        A functional `keras.Model` of stock Keras layers (and the study's own layers where
+        configured) mapping (N, H, W, C) images to (N, num_classes) logits. Train it as is
+        or through `keras_fmnist.accelerate(model)` (faster on torch, same weights).
 
     Example:
 
@@ -288,14 +284,14 @@ def build_resnet18(
     if stem == "imagenet":
         x = _conv(x, 64, 7, 2, "conv1", data_format)
         x = _bn("bn1", channel_axis)(x)
-        x = InplaceReLU(name="relu")(x)
-        x = FastMaxPooling2D(
-            3, strides=2, symmetric_padding=1, data_format=data_format, name="maxpool"
-        )(x)
+        x = keras.layers.ReLU(name="relu")(x)
+        # torch pads the pool with -inf; zeros are the same here (ReLU output >= 0).
+        x = keras.layers.ZeroPadding2D(1, data_format=data_format, name="maxpool_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, data_format=data_format, name="maxpool")(x)
     else:
         x = _conv(x, 64, 3, 1, "conv1", data_format)
         x = _bn("bn1", channel_axis)(x)
-        x = InplaceReLU(name="relu")(x)
+        x = keras.layers.ReLU(name="relu")(x)
 
     block_index = 0
     for stage in range(1, stages + 1):
@@ -319,4 +315,4 @@ def build_resnet18(
 
     x = keras.layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
     outputs = keras.layers.Dense(num_classes, name="fc")(x)
-    return FastFunctional(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=name)

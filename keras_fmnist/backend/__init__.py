@@ -1,0 +1,1 @@
+"""Backend-specific code: the one module that touches private Keras/torch APIs."""

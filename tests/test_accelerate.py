@@ -1,0 +1,394 @@
+"""`keras_fmnist.accelerate`: the same numbers as the stock model (outputs, gradients, every
+tap), every planned fast path really taken on the pinned versions, in-place only where safe,
+nothing silent, and saving writes the stock model."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import keras
+import keras_fmnist
+from keras_fmnist import accelerate
+from keras_fmnist import training
+from keras_fmnist.accelerate import AcceleratedModel
+from keras_fmnist.backend import private_api
+
+on_torch = keras.backend.backend() == "torch"
+torch_only = pytest.mark.torch_only
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _images(n=3, seed=5):
+    return np.random.default_rng(seed).uniform(size=(n, 28, 28, 1)).astype("float32")
+
+
+def _output_and_grads(model, x, training):
+    """The model's output and (on torch) the gradients of its weights, from a fixed loss."""
+    if not on_torch:
+        return _np(model(x, training=training)), []
+    weights = model.trainable_weights
+    for w in weights:
+        w.value.grad = None
+    out = model(keras.ops.convert_to_tensor(x), training=training)
+    (out * keras.ops.arange(10, dtype="float32")).sum().backward()
+    return _np(out), [_np(w.value.grad) for w in weights]
+
+
+CONFIGS = [
+    {},
+    {"deform_layers": (1, 3), "deform_implementation": "keras"},
+    {"regularizer": "stodepth", "p": 0.0},
+    {"regularizer": "dropblock", "p": 0.0, "seed": 0},
+    {"data_format": "channels_last", "input_mean": 0.3, "input_variance": 0.1},
+    {"stem": "cifar", "stages": 1},
+]
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS)
+def test_accelerated_model_computes_what_the_stock_model_computes(kwargs):
+    # Seeded, and 8 images: with fewer, a batch-norm channel of the 2x2 stage can have
+    # almost no variance, and float32 rounding differences (fused vs Keras' decomposed
+    # batch norm) are amplified by 1/sqrt(var + eps) in the gradients.
+    keras.utils.set_random_seed(0)
+    stock = keras_fmnist.build_resnet18(**kwargs)
+    model = accelerate(stock)
+    x = _images(8)
+    for training in (False, True):
+        ref, ref_grads = _output_and_grads(stock, x, training)
+        out, grads = _output_and_grads(model, x, training)
+        np.testing.assert_allclose(out, ref, atol=1e-5)
+        for a, b in zip(grads, ref_grads):  # float32 sums in another order: relative
+            np.testing.assert_allclose(a, b, atol=1e-3 * max(1.0, np.abs(b).max()))
+    if on_torch:
+        assert model.acceleration_counts["accelerated"] == 2
+        assert model.acceleration_counts["stock"] == 0
+
+
+def test_every_tap_equals_the_stock_models_tap():
+    """Tapping any layer's output beside the logits gives what the stock model gives: an
+    in-place op never overwrites a tensor that is a model output."""
+    model = keras_fmnist.build_resnet18(regularizer="dropblock", p=0.0)
+    x = _images(2)
+    for layer in model.layers[1:]:
+        tap = keras.Model(model.inputs, [layer.output, model.outputs[0]])
+        fast = accelerate(tap)
+        for training in (False, True):
+            ref = [_np(t) for t in tap(x, training=training)]
+            out = [_np(t) for t in fast(x, training=training)]
+            for a, b in zip(out, ref):
+                np.testing.assert_allclose(a, b, atol=1e-4, err_msg=layer.name)
+
+
+def test_the_issue_example_bn1_is_not_overwritten_by_the_relu():
+    m = keras_fmnist.build_resnet18()
+    tapped = accelerate(keras.Model(m.inputs, [m.get_layer("bn1").output, m.outputs[0]]))
+    bn1, _ = tapped(_images(2), training=False)
+    alone = keras.Model(m.inputs, m.get_layer("bn1").output)(_images(2), training=False)
+    np.testing.assert_allclose(_np(bn1), _np(alone), atol=1e-6)
+    assert _np(bn1).min() < 0
+
+
+def _decisions(model):
+    return {d.layers[-1]: d for d in model.decisions}
+
+
+@torch_only
+def test_every_fast_path_is_taken_on_the_pinned_versions():
+    assert private_api.check_versions() is None
+    model = accelerate(keras_fmnist.build_resnet18())
+    assert isinstance(model, AcceleratedModel)
+    decisions = _decisions(model)
+    stock = model.stock_model
+    convs = [l for l in stock.layers if type(l) is keras.layers.Conv2D]
+    bns = [l for l in stock.layers if type(l) is keras.layers.BatchNormalization]
+    relus = [l for l in stock.layers if type(l) is keras.layers.ReLU]
+    adds = [l for l in stock.layers if type(l) is keras.layers.Add]
+    assert all("torch conv2d" in decisions[l.name].what for l in convs)
+    assert all(decisions[l.name].what == "torch fused batch norm" for l in bns)
+    assert all(decisions[l.name].what == "ReLU in place" for l in relus)
+    assert all(decisions[l.name].what.startswith("Add in place") for l in adds)
+    folded = [d for d in model.decisions if len(d.layers) == 2]
+    assert {d.layers for d in folded} == {
+        ("conv1_pad", "conv1"),
+        ("maxpool_pad", "maxpool"),
+        ("layer2_0_conv1_pad", "layer2_0_conv1"),
+        ("layer3_0_conv1_pad", "layer3_0_conv1"),
+    }
+    for conv in convs:  # kernels channels-last in memory: (out, kh, kw, in) order
+        value = conv.kernel.value
+        assert value.permute(3, 0, 1, 2).is_contiguous()
+
+
+@torch_only
+def test_training_takes_the_planned_path_and_the_fused_adam_update(fashion_mnist):
+    (x, y), _ = fashion_mnist
+    x = x[:64, :, :, None].astype("float32") / 255.0
+    y = keras.utils.to_categorical(y[:64], 10)
+    model = accelerate(keras_fmnist.build_resnet18(regularizer="dropblock", p=0.1, seed=0))
+    training.compile_model(model)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert model.acceleration_counts["stock"] == 0
+    assert model.acceleration_counts["accelerated"] >= 2  # and Keras' build call
+    counts = private_api.fused_adam_counts(model.optimizer).as_dict()
+    assert counts == {"fused": 2, "keras": 0, "reasons": {}}
+    assert _decisions(model)["optimizer"].what == "Adam updated by torch's fused kernel"
+
+
+@torch_only
+def test_in_place_only_where_nothing_else_reads_the_tensor():
+    inputs = keras.Input((4, 4, 3))
+    a = keras.layers.Conv2D(3, 1, name="conv")(inputs)
+    b = keras.layers.BatchNormalization(name="bn")(a)
+    c = keras.layers.ReLU(name="relu_shared")(b)  # b also read by the Add below
+    d = keras.layers.Add(name="add")([c, b])  # c: a ReLU's output, its backward reads it
+    e = keras.layers.ReLU(name="relu_last")(d)  # d: an Add's, read once -> in place
+    f = keras.layers.ReLU(name="relu_on_relu")(e)  # e: a ReLU's output -> not in place
+    sig = keras.layers.Activation("sigmoid", name="sigmoid")(f)
+    g = keras.layers.ReLU(name="relu_after_unknown")(sig)
+    model = keras.Model(inputs, [g, a])  # a is a model output
+    fast = accelerate(model)
+    decisions = _decisions(fast)
+    assert decisions["relu_shared"].what == "ReLU, not in place"
+    assert "2 readers" in decisions["relu_shared"].why
+    assert decisions["add"].what == "Add, not in place"
+    assert decisions["relu_last"].what == "ReLU in place"
+    assert decisions["relu_on_relu"].what == "ReLU, not in place"
+    assert "backward reads its output" in decisions["relu_on_relu"].why
+    assert decisions["relu_after_unknown"].what == "ReLU, not in place"
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32")
+    for training in (False, True):
+        for out, ref in zip(fast(x, training=training), model(x, training=training)):
+            np.testing.assert_allclose(_np(out), _np(ref), atol=1e-6)
+
+
+@torch_only
+def test_max_pool_padding_is_folded_only_when_its_input_is_non_negative():
+    inputs = keras.Input((3, 6, 6))
+    x = keras.layers.ZeroPadding2D(1, data_format="channels_first", name="pad")(inputs)
+    x = keras.layers.MaxPooling2D(3, 2, data_format="channels_first", name="pool")(x)
+    model = keras.Model(inputs, x)
+    fast = accelerate(model)
+    assert _decisions(fast)["pool"].layers == ("pool",)  # not folded: input may be < 0
+    x = -np.random.default_rng(1).uniform(1, 2, size=(2, 3, 6, 6)).astype("float32")
+    np.testing.assert_allclose(_np(fast(x)), _np(model(x)))  # zeros win, as in the stock model
+    assert _np(model(x)).max() == 0.0
+
+
+def test_other_graphs_two_inputs_two_outputs_a_shared_layer():
+    a, b = keras.Input((3,)), keras.Input((3,))
+    shared = keras.layers.Dense(4, name="shared")
+    outputs = [keras.layers.Add()([shared(a), shared(b)]), keras.layers.ReLU()(b)]
+    model = keras.Model([a, b], outputs)
+    fast = accelerate(model)
+    x = [np.random.default_rng(7).normal(size=(2, 3)).astype("float32") for _ in range(2)]
+    for f, r in zip(fast(x), model(x)):
+        np.testing.assert_allclose(_np(f), _np(r), atol=1e-6)
+    if on_torch:
+        assert fast.acceleration_counts["accelerated"] == 1
+
+
+@torch_only
+def test_calls_the_plan_cannot_take_run_the_stock_model_and_say_why():
+    import torch
+
+    model = accelerate(keras_fmnist.build_resnet18(stages=1))
+    x = _images(2)
+    ref = _np(model.stock_model(x, training=False))
+    pixels = (x * 255).astype("uint8")
+    np.testing.assert_allclose(
+        _np(model(pixels, training=False)), _np(model.stock_model(pixels, training=False)),
+        atol=1e-5)
+    seen = []
+    handle = model.get_layer("layer1_1_relu2").register_forward_hook(
+        lambda module, args, out: seen.append(tuple(out.shape)))
+    np.testing.assert_allclose(_np(model(x, training=False)), ref, atol=1e-6)
+    handle.remove()
+    assert seen and seen[0][0] == 2  # the hook fired: the stock call ran
+    reasons = model.acceleration_counts["reasons"]
+    assert reasons == {
+        "inputs are not float32 torch tensors": 1,
+        "torch forward hooks are registered (the stock call runs them)": 1,
+    }
+    assert isinstance(torch.zeros(1), torch.Tensor)
+
+
+def test_other_backends_and_unsupported_versions_get_the_stock_model(monkeypatch, capsys):
+    model = keras_fmnist.build_resnet18(stages=1)
+    if not on_torch:
+        assert accelerate(model, verbose=True) is model
+        assert "nothing to do" in capsys.readouterr().out
+        return
+    private_api.check_versions.cache_clear()
+    monkeypatch.setattr(private_api.keras, "__version__", "3.99.0")
+    try:
+        with pytest.warns(UserWarning, match="keras 3.99.0 is outside"):
+            assert accelerate(model) is model
+    finally:
+        monkeypatch.undo()
+        private_api.check_versions.cache_clear()
+    assert private_api.check_versions() is None
+
+
+@torch_only
+def test_mixed_precision_is_left_to_the_stock_model(capsys):
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = keras_fmnist.build_resnet18(stages=1)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert accelerate(model, verbose=True) is model
+    assert "computes in mixed_float16, not float32" in capsys.readouterr().out
+
+
+@torch_only
+def test_verbose_says_what_was_applied_and_what_was_left_alone(capsys):
+    accelerate(keras_fmnist.build_resnet18(deform_layers=(1,)), verbose=True)
+    out = capsys.readouterr().out
+    assert "conv1_pad + conv1: padding (3, 3) folded into the convolution" in out
+    assert "layer1_1_deform_conv: direct call" in out
+    assert "ReLU in place (layer1_0_bn1's output has no other reader)" in out
+
+
+def test_release_parsing():
+    assert private_api._release("2.14.1+cpu") == (2, 14)
+    assert private_api._release("3.15.1") == (3, 15)
+    assert private_api._release("2.11.0a0+git") == (2, 11)
+
+
+def test_save_writes_the_stock_model_with_its_optimizer(tmp_path):
+    model = accelerate(keras_fmnist.build_resnet18(stages=1))
+    training.compile_model(model)
+    x = _images(8)
+    y = np.eye(10, dtype="float32")[np.arange(8) % 10]
+    model.train_on_batch(x, y)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert type(loaded).__name__ == "Functional"
+    assert type(loaded.optimizer).__name__ == "Adam"
+    assert int(_np(loaded.optimizer.iterations)) == 1
+    np.testing.assert_allclose(
+        _np(loaded(x, training=False)), _np(model(x, training=False)), atol=1e-5
+    )
+
+
+# --- Adam, fused -------------------------------------------------------------------------
+
+
+def _adam_steps(variables, optimizer, steps=6):
+    rng = np.random.default_rng(1)
+    for t in range(steps):
+        scale = 1e-3 if t % 2 else 1.0
+        grads = [(scale * rng.standard_normal(v.shape)).astype("float32") for v in variables]
+        if on_torch:
+            import torch
+
+            # Gradients arrive laid out like their weights, as autograd hands them over.
+            grads = [torch.empty_like(v.value).copy_(torch.from_numpy(g))
+                     for g, v in zip(grads, variables)]
+        optimizer.apply(grads, variables)
+    return [_np(v) for v in variables]
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_fused_adam_updates_equal_keras_adam(amsgrad):
+    """On channels-last kernels (the accelerated model's) and on C-ordered ones."""
+    results, start = [], None
+    for fused in (False, True):
+        keras.utils.set_random_seed(0)
+        model = keras_fmnist.build_resnet18(stages=1)
+        if fused:
+            model = accelerate(model)
+        start = start or [_np(v) for v in model.trainable_variables]
+        optimizer = keras.optimizers.Adam(1e-2, amsgrad=amsgrad)
+        counts = private_api.fuse_adam(optimizer) if fused and on_torch else None
+        results.append(_adam_steps(model.trainable_variables, optimizer))
+        if counts is not None:
+            expected = {"fused": 0, "keras": 6, "reasons": {"amsgrad": 6}} if amsgrad else {
+                "fused": 6, "keras": 0, "reasons": {}}
+            assert counts.as_dict() == expected
+    for a, b, s in zip(*results, start):
+        assert np.abs(a - s).max() > 1e-3
+        np.testing.assert_allclose(b, a, atol=1e-5)
+
+
+@torch_only
+def test_fused_adam_relays_moments_out_like_their_weights():
+    """A moment restored into another memory layout is re-laid out, not walked in the wrong
+    order and not a reason to leave the fused path."""
+    import torch
+
+    model = accelerate(keras_fmnist.build_resnet18(stages=1))
+    reference = keras_fmnist.build_resnet18(stages=1)
+    reference.set_weights(model.get_weights())
+    optimizer, ref_optimizer = keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2)
+    counts = private_api.fuse_adam(optimizer)
+    optimizer.build(model.trainable_variables)
+    kernel = model.get_layer("conv1").kernel
+    moment = optimizer._momentums[optimizer._get_variable_index(kernel)]
+    moment.value.data = moment.value.data.contiguous()
+    assert moment.value.stride() != kernel.value.stride()
+    a = _adam_steps(model.trainable_variables, optimizer, steps=3)
+    b = _adam_steps(reference.trainable_variables, ref_optimizer, steps=3)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    assert counts.fused == 3 and counts.keras == 0
+    assert moment.value.stride() == kernel.value.stride()
+    assert isinstance(moment.value, torch.Tensor)
+
+
+def test_fused_adam_stateless_apply_matches_keras_and_leaves_variables_alone():
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("Keras' TensorFlow optimizers do not support stateless_apply")
+    rng = np.random.default_rng(4)
+    init = [rng.standard_normal(s).astype("float32") for s in [(3, 3, 2, 4), (4,)]]
+    grads = [keras.ops.convert_to_tensor(rng.standard_normal(a.shape).astype("float32"))
+             for a in init]
+    results = []
+    for fused in (False, True):
+        variables = [keras.Variable(a) for a in init]
+        optimizer = keras.optimizers.Adam(learning_rate=1e-2)
+        if fused and on_torch:
+            private_api.fuse_adam(optimizer)
+        optimizer.build(variables)
+        new_trainable, _ = optimizer.stateless_apply(
+            [keras.ops.copy(v.value) for v in optimizer.variables], grads,
+            [keras.ops.copy(v.value) for v in variables])
+        for v, a in zip(variables, init):
+            np.testing.assert_array_equal(_np(v), a)  # stateless: nothing changed in place
+        results.append([_np(x) for x in new_trainable])
+    for a, b, start in zip(*results, init):
+        assert np.abs(a - start).max() > 1e-3  # it did move
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@torch_only
+def test_batch_norm_statistics_go_through_a_stateless_scope():
+    inputs = keras.Input((3, 5, 5))
+    model = accelerate(keras.Model(inputs, keras.layers.BatchNormalization(axis=1, momentum=0.9)(inputs)))
+    layer = model.layers[-1]
+    x = np.random.default_rng(3).normal(2.0, 3.0, (4, 3, 5, 5)).astype("float32")
+    before = [_np(v).copy() for v in layer.non_trainable_variables]
+    with keras.StatelessScope() as scope:
+        model(keras.ops.convert_to_tensor(x), training=True)
+    for b, v in zip(before, layer.non_trainable_variables):
+        np.testing.assert_array_equal(_np(v), b)  # the variables themselves are untouched
+    new_mean = _np(scope.get_current_value(layer.moving_mean))
+    np.testing.assert_allclose(new_mean, 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-5)
+    model(keras.ops.convert_to_tensor(x), training=True)  # outside a scope: updated
+    np.testing.assert_allclose(_np(layer.moving_mean), new_mean, rtol=1e-5)
+    assert model.acceleration_counts["accelerated"] == 2
+
+
+def test_accelerate_rejects_what_it_cannot_plan():
+    with pytest.raises(TypeError, match="functional keras.Model"):
+        accelerate(keras.layers.Dense(3))
+
+
+def test_no_warnings_from_accelerating_the_study_models():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        accelerate(keras_fmnist.build_resnet18(deform_layers=(1, 3)))
