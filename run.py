@@ -27,7 +27,7 @@ flags.DEFINE_string("layers", None,
                     "Deformable stages: all (the 8 configurations; deform only), none, or "
                     "stages from 1,2,3 such as 1,3. Default: all for deform, 1,3 for "
                     "regularize and final, none otherwise.")
-flags.DEFINE_enum("augment", None, (*study.AUGMENTATIONS, "all"),
+flags.DEFINE_enum("augment", None, (*study.AUGMENTATIONS, *study.EXTRA_AUGMENTATIONS, "all"),
                   "Training augmentation: none, basic, mixup, cutmix, or all (augment only). "
                   "Default: all for augment, cutmix for deform/regularize/final, none for "
                   "baseline.")
@@ -61,7 +61,23 @@ flags.DEFINE_float("gpus_per_run", 0.0, "Ray engine: GPUs per run; fractions sha
 flags.DEFINE_string("ray_address", None, "Ray engine: auto or HOST:PORT of a running cluster "
                     "(default: start Ray locally). --artifacts_dir must be storage every node "
                     "sees.")
-flags.DEFINE_float("learning_rate", 3e-4, "Adam learning rate.", lower_bound=0.0)
+flags.DEFINE_float("learning_rate", 3e-4, "Peak learning rate.", lower_bound=0.0)
+flags.DEFINE_enum("optimizer", "adam", ("adam", "sgd"),
+                  "adam (the study's) or sgd (Nesterov momentum, --momentum).")
+flags.DEFINE_float("momentum", 0.9, "SGD's Nesterov momentum.", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (Keras' weight_decay).",
+                   lower_bound=0.0)
+flags.DEFINE_enum("lr_schedule", "constant", ("constant", "cosine"),
+                  "constant, or cosine decay to 0 after --warmup_epochs of linear warm-up.")
+flags.DEFINE_integer("warmup_epochs", 0, "Linear warm-up epochs (needs --lr_schedule=cosine).",
+                     lower_bound=0)
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_boolean("ema", False, "Validate, keep and test a moving average of the weights.")
+flags.DEFINE_float("ema_momentum", 0.999, "Momentum of --ema's average.", lower_bound=0.0,
+                   upper_bound=1.0)
+flags.DEFINE_boolean("tta", False, "Also report the test accuracy with horizontal-flip "
+                     "test-time augmentation (test_accuracy_tta; test_accuracy stays plain).")
 flags.DEFINE_integer("patience", 3,
                      "Early stopping: epochs without a val-accuracy gain (0 disables).",
                      lower_bound=0)
@@ -158,7 +174,7 @@ def _fail(message):
 def config_from_flags():
     from keras_fmnist.experiments import RunConfig
 
-    return RunConfig(
+    config = RunConfig(
         experiment=FLAGS.experiment,
         epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size,
@@ -176,8 +192,42 @@ def config_from_flags():
         block_size=FLAGS.block_size,
         data_format=FLAGS.data_format,
         torchvision_weights=FLAGS.torchvision_weights,
+        optimizer=FLAGS.optimizer,
+        momentum=FLAGS.momentum,
+        weight_decay=FLAGS.weight_decay,
+        lr_schedule=FLAGS.lr_schedule,
+        warmup_epochs=FLAGS.warmup_epochs,
+        label_smoothing=FLAGS.label_smoothing,
+        ema=FLAGS.ema,
+        ema_momentum=FLAGS.ema_momentum,
+        tta=FLAGS.tta,
         verbose=FLAGS.verbose,
     )
+    if FLAGS.experiment == "strong":
+        config = with_strong_recipe(config)
+    return config
+
+
+def with_strong_recipe(config):
+    """The strong recipe's settings wherever the command line (or a flagfile) left a flag
+    unset; the study's regularisers join it only when --regularizer is given."""
+    import dataclasses
+
+    from keras_fmnist import recipes
+
+    changes = {k: v for k, v in recipes.STRONG.items() if k != "augment" and not FLAGS[k].present}
+    if FLAGS["regularizer"].present:
+        changes["regularizer"] = FLAGS.regularizer
+    return dataclasses.replace(config, **changes)
+
+
+def check_recipe(config):
+    """One line and exit 2 for recipe settings that contradict each other."""
+    if config.warmup_epochs and config.lr_schedule != "cosine":
+        _fail("--warmup_epochs needs --lr_schedule=cosine")
+    if config.warmup_epochs and config.warmup_epochs >= config.epochs:
+        _fail(f"--warmup_epochs={config.warmup_epochs} must be below "
+              f"--epochs={config.epochs}")
 
 
 def check_artifacts_dir(path):
@@ -221,6 +271,7 @@ def main(argv):
     from keras_fmnist import worker
 
     base = config_from_flags()
+    check_recipe(base)
     seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
     engine = runner.Engine(FLAGS.engine, FLAGS.workers, FLAGS.gpus_per_run, FLAGS.ray_address)
     outcomes = []

@@ -62,6 +62,16 @@ class RunConfig:
     block_size: int = 7
     data_format: str | None = None  # the model's internal layout; None: default_data_format()
     train_on_full: bool = False  # the study's final retraining on train + validation
+    # The training recipe beyond the study's Adam (defaults: the study's).
+    optimizer: str = "adam"
+    momentum: float = 0.9  # SGD's Nesterov momentum
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    ema: bool = False
+    ema_momentum: float = 0.999
+    tta: bool = False  # also report the test accuracy with horizontal-flip TTA
     verbose: int = 2
 
     def readable_name(self):
@@ -75,6 +85,14 @@ class RunConfig:
             parts.append(f"stem-{self.stem}")
         if self.torchvision_weights:
             parts.append("tvinit")
+        if self.optimizer != "adam":
+            parts.append(self.optimizer)
+        if self.lr_schedule != "constant":
+            parts.append(self.lr_schedule)
+        if self.label_smoothing:
+            parts.append(f"ls{self.label_smoothing!r}")
+        if self.ema:
+            parts.append("ema")
         if self.train_on_full:
             parts.append("trainval")
         parts.append(f"e{self.epochs}")
@@ -197,6 +215,32 @@ MIXUP_ALPHA = 0.2
 CUTMIX_ALPHA = 1.0
 
 
+def make_optimizer(config, steps_per_epoch):
+    """The run's Keras optimizer: the study's Adam, or the recipe's (see `training`)."""
+    schedule = training.learning_rate_schedule(
+        config.learning_rate,
+        config.lr_schedule,
+        total_steps=config.epochs * steps_per_epoch,
+        warmup_steps=config.warmup_epochs * steps_per_epoch,
+    )
+    return training.make_optimizer(
+        config.optimizer, schedule, momentum=config.momentum,
+        weight_decay=config.weight_decay, ema=config.ema, ema_momentum=config.ema_momentum,
+    )
+
+
+class AugmentChain:
+    """Augmentation layers applied one after the other to `{"images", "labels"}` batches."""
+
+    def __init__(self, *layers):
+        self.layers = layers
+
+    def __call__(self, batch, training=True):
+        for layer in self.layers:
+            batch = layer(batch, training=training)
+        return batch
+
+
 def make_augment_layer(name, seed):
     """The training-batch augmentation named by `--augment` (None for "none")."""
     layers = {
@@ -204,6 +248,13 @@ def make_augment_layer(name, seed):
         "basic": lambda: augment.BasicAugment(seed=seed),
         "mixup": lambda: augment.MixUp(alpha=MIXUP_ALPHA, seed=seed),
         "cutmix": lambda: augment.CutMix(alpha=CUTMIX_ALPHA, seed=seed),
+        # Pad-4 random crop and horizontal flip, the usual recipe for small images (a
+        # garment upside down is not a garment seen in the test set).
+        "crop_flip": lambda: augment.BasicAugment(vertical_flip=False, seed=seed),
+        "crop_flip_cutmix": lambda: AugmentChain(
+            augment.BasicAugment(vertical_flip=False, seed=seed),
+            augment.CutMix(alpha=CUTMIX_ALPHA, seed=seed + 1),
+        ),
     }
     if name not in layers:
         raise ValueError(f"augment must be one of {', '.join(layers)}; got {name!r}")
@@ -266,10 +317,13 @@ def train_model(config, data, extra_callbacks=()):
     mean, variance = pipeline.standardisation_stats(x_train)
     model, weights_report = build_model(config, mean, variance)
     model = accelerate(model)  # the same layers and weights; saving writes the stock model
-    training.compile_model(model, config.learning_rate)
     augment = make_augment_layer(config.augment, config.seed)
     train_batches = pipeline.ArrayBatches(
         x_train, y_train, config.batch_size, shuffle=True, seed=config.seed, augment=augment
+    )
+    training.compile_model(
+        model, optimizer=make_optimizer(config, steps_per_epoch=len(train_batches)),
+        label_smoothing=config.label_smoothing,
     )
     val_batches = None
     if len(data["val"][1]):
@@ -299,6 +353,13 @@ def evaluate_model(model, config, data):
     test_batches = pipeline.ArrayBatches(x_test, y_test, batch_size=config.batch_size)
     logits = model.predict(test_batches, verbose=0)
     y_pred = np.argmax(logits, axis=-1)
+    if config.tta:
+        # Flip test-time augmentation: the mean of the softmax of the image and its mirror.
+        mirrored = pipeline.ArrayBatches(
+            np.ascontiguousarray(x_test[:, :, ::-1]), y_test, batch_size=config.batch_size
+        )
+        probs = _softmax(logits) + _softmax(model.predict(mirrored, verbose=0))
+        metrics["test_accuracy_tta"] = float(np.mean(np.argmax(probs, axis=-1) == y_test))
     test_loss = float(
         keras.ops.convert_to_numpy(
             keras.losses.CategoricalCrossentropy(from_logits=True)(
@@ -308,6 +369,11 @@ def evaluate_model(model, config, data):
     )
     metrics.update(test_loss=test_loss, test_accuracy=float(np.mean(y_pred == y_test)))
     return metrics, y_pred
+
+
+def _softmax(logits):
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
 
 
 def write_figures(config, data, fit, y_pred):

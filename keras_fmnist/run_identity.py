@@ -21,7 +21,15 @@ OUTPUT_ONLY = ("artifacts_dir", "run_name", "verbose", "data_dir", "data_source"
 # Settings added after runs were recorded, with the value that reproduces the behaviour from
 # before they existed: at that value they are left out of the identity, so adding a setting
 # never orphans the recorded runs (their hashes stay what they were).
-NEUTRAL_DEFAULTS = {}
+NEUTRAL_DEFAULTS = {
+    "optimizer": "adam",
+    "weight_decay": 0.0,
+    "lr_schedule": "constant",
+    "warmup_epochs": 0,
+    "label_smoothing": 0.0,
+    "ema": False,
+    "tta": False,
+}
 HASH_LENGTH = 8
 
 
@@ -72,6 +80,10 @@ def run_identity(config, data_fingerprint, split, backend, data_format):
         settings.pop("p", None)
     if settings.get("regularizer") != "dropblock":
         settings.pop("block_size", None)
+    if settings.get("optimizer", "adam") != "sgd":
+        settings.pop("momentum", None)
+    if not settings.get("ema", False):
+        settings.pop("ema_momentum", None)
     if config.torchvision_weights:
         settings["torchvision_weights"] = {"sha256": file_sha256(config.torchvision_weights)}
     return {

@@ -10,8 +10,11 @@ import itertools
 
 from keras_fmnist.models.resnet import REGULARIZERS
 
-EXPERIMENTS = ("baseline", "augment", "deform", "regularize", "final", "study", "report")
+EXPERIMENTS = ("baseline", "augment", "deform", "regularize", "final", "study", "strong",
+               "report")
 AUGMENTATIONS = ("none", "basic", "mixup", "cutmix")
+# Beyond the study (the strong recipe): accepted by --augment, not part of "all".
+EXTRA_AUGMENTATIONS = ("crop_flip", "crop_flip_cutmix")
 # p in 0.1 .. 1.0 as the study swept it. p = 1.0 drops every unit (DropBlock) or every block
 # (stochastic depth): nothing is left to rescale, so those runs are planned but reported as
 # not trainable rather than silently left out.
@@ -36,9 +39,9 @@ STUDY = {
 # What each experiment uses when the flag is left unset: the study moved on with CutMix and
 # deformable stages 1+3 after experiments 2 and 3.
 DEFAULT_AUGMENT = {"baseline": "none", "augment": "all", "deform": "cutmix",
-                   "regularize": "cutmix", "final": "cutmix"}
+                   "regularize": "cutmix", "final": "cutmix", "strong": "crop_flip"}
 DEFAULT_LAYERS = {"baseline": "none", "augment": "none", "deform": "all",
-                  "regularize": "1,3", "final": "1,3"}
+                  "regularize": "1,3", "final": "1,3", "strong": "none"}
 
 
 class PlanError(ValueError):
@@ -112,14 +115,18 @@ def plan(experiment, base, layers=None, augment=None, regularizer="dropblock", p
         raise PlanError(f"no runs to plan for experiment {experiment!r}")
     augment = augment or DEFAULT_AUGMENT[experiment]
     augments = list(AUGMENTATIONS) if augment == "all" else [augment]
-    if augment != "all" and augment not in AUGMENTATIONS:
-        raise PlanError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, all; got {augment!r}")
+    known = AUGMENTATIONS + EXTRA_AUGMENTATIONS
+    if augment != "all" and augment not in known:
+        raise PlanError(f"--augment must be one of {', '.join(known)}, all; got {augment!r}")
     if len(augments) > 1 and experiment != "augment":
         raise PlanError("--augment=all is for --experiment=augment")
     layer_sets = parse_layers(layers or DEFAULT_LAYERS[experiment])
     if len(layer_sets) > 1 and experiment != "deform":
         raise PlanError("--layers=all is for --experiment=deform")
     ps = [None]
+    if experiment == "strong" and base.regularizer is not None:
+        ps = parse_p(p)  # the study's regularisers added to the recipe
+        regularizer = base.regularizer
     if experiment == "regularize":
         if regularizer not in REGULARIZERS:
             raise PlanError(f"--regularizer must be one of {', '.join(REGULARIZERS)}")

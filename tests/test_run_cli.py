@@ -34,6 +34,9 @@ BAD_INPUT = [
     (["--torchvision_weights=/nonexistent.pth"], "--torchvision_weights must name"),
     (["--no_such_flag=1"], "no_such_flag"),
     (["--data_dir=/nonexistent", "--epochs=1"], "/nonexistent/train-images-idx3-ubyte.gz"),
+    (["--warmup_epochs=2"], "--warmup_epochs needs --lr_schedule=cosine"),
+    (["--experiment=strong", "--epochs=2"], "--warmup_epochs=2 must be below --epochs=2"),
+    (["--optimizer=rmsprop"], "--optimizer=rmsprop: value should be one of <adam|sgd>"),
 ]
 
 
