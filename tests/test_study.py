@@ -181,6 +181,7 @@ def test_every_flagfile_parses_and_plans():
         "flags/final.cfg": "final 1",
         "flags/regularize_dropblock_sweep.cfg": "regularize 10",
         "flags/regularize_stodepth_sweep.cfg": "regularize 10",
+        "flags/strong.cfg": "strong 1",  # one configuration; --seeds=0,1,2 makes it 3 runs
         "flags/study.cfg": "study 32",
     }
 
