@@ -37,6 +37,8 @@ import warnings
 import keras
 
 from keras_fmnist.backend import private_api
+from keras_fmnist.layers.drop_block import DropBlock2D
+from keras_fmnist.layers.stochastic_depth import StochasticDepth
 
 # Producers whose backward pass does not read their own output: overwriting that output
 # in place cannot invalidate a saved tensor (a ReLU's backward reads its output; so do
@@ -44,7 +46,7 @@ from keras_fmnist.backend import private_api
 _FRESH_KINDS = ("conv", "batch_norm", "max_pool", "add")
 # The study's random layers return their input itself at inference: their output may alias
 # their input, so overwriting it is safe exactly when overwriting the input would be.
-_PASS_THROUGH_LAYERS = ("DropBlock2D", "StochasticDepth")
+_PASS_THROUGH_LAYERS = (DropBlock2D, StochasticDepth)
 
 
 class Decision:
@@ -361,7 +363,10 @@ class _Planner:
             out = node.outputs[0]
             if id(out) in self.output_ids or self.readers.get(id(out)) != 1:
                 continue
-            consumer = next(n for n in self.nodes if out in _tensor_arguments(n))
+            # By identity: `in` would compare KerasTensors with `==`, a symbolic op.
+            consumer = next(
+                n for n in self.nodes if any(t is out for t in _tensor_arguments(n))
+            )
             if self._padding_foldable(node, consumer) is None:
                 folded.add(id(node))
         return folded
@@ -459,7 +464,7 @@ class _Planner:
                 return call(x, **{**kwargs, "training": training})
             return call(x, **kwargs)
 
-        if type(layer).__name__ in _PASS_THROUGH_LAYERS and isinstance(arg, keras.KerasTensor):
+        if isinstance(layer, _PASS_THROUGH_LAYERS) and isinstance(arg, keras.KerasTensor):
             kind = "pass_through"
             self.aliases[id(node.outputs[0])] = arg
         else:
