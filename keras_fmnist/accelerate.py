@@ -86,7 +86,7 @@ def accelerate(model, verbose=False):
     """
     if isinstance(model, AcceleratedModel):
         return model
-    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+    if not isinstance(model, keras.Model) or not private_api.is_functional(model):
         raise TypeError(
             "accelerate needs a functional keras.Model (keras.Model(inputs, outputs)); "
             f"got {type(model).__name__}"

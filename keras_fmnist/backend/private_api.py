@@ -87,6 +87,11 @@ def all_layers(model):
     return list(model._flatten_layers(include_self=False))
 
 
+def is_functional(model):
+    """True for a functional model (one `functional_nodes` can walk)."""
+    return hasattr(model, "_nodes_by_depth")
+
+
 def functional_nodes(model):
     """The (non-input) nodes of a functional model in execution order.
 
