@@ -13,6 +13,42 @@ import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow and finds its devices with their start-up chatter kept off stderr.
+
+    TensorFlow's C++ libraries log at load time (oneDNN, CUDA drivers, CPU instructions)
+    straight to file descriptor 2, before absl logging is set up, so neither
+    TF_CPP_MIN_LOG_LEVEL nor absl's Python logging reaches those lines; they would break the
+    one-line error contract. They go to a temporary file instead, which is shown only if the
+    import fails. TF_CPP_MIN_LOG_LEVEL=2 (unless set) keeps its later INFO and WARNING lines
+    quiet too; errors still show.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+
+            # Finding the devices loads the CUDA driver where TF was built with CUDA; on a
+            # machine without a GPU that logs an error line ("failed call to cuInit") at the
+            # first tensor op, which may come before a user error is reported.
+            tensorflow.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    _import_tensorflow_quietly()
+
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
