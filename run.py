@@ -6,6 +6,7 @@ with one line on stderr and exit code 2 before any training; a run that diverged
 command end with exit code 1 and a line naming it; Ctrl-C ends with one line and exit code 130.
 """
 
+import importlib.util
 import os
 import signal
 import sys
@@ -46,6 +47,9 @@ def _import_tensorflow_quietly():
             os.close(saved)
 
 
+# On the tensorflow backend, first thing. On the others, Keras imports TensorFlow too where it
+# is installed (keras.utils.set_random_seed seeds it), so it is imported quietly right after
+# keras and its backend: importing TF before torch's triton would segfault at triton's import.
 if os.environ["KERAS_BACKEND"] == "tensorflow":
     _import_tensorflow_quietly()
 
@@ -54,6 +58,9 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from keras_fmnist import study  # noqa: E402
+
+if os.environ["KERAS_BACKEND"] != "tensorflow" and importlib.util.find_spec("tensorflow"):
+    _import_tensorflow_quietly()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("experiment", "baseline", study.EXPERIMENTS,
