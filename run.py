@@ -22,10 +22,16 @@ def _import_tensorflow_quietly():
     straight to file descriptor 2, before absl logging is set up, so neither
     TF_CPP_MIN_LOG_LEVEL nor absl's Python logging reaches those lines; they would break the
     one-line error contract. They go to a temporary file instead, which is shown only if the
-    import fails. TF_CPP_MIN_LOG_LEVEL=2 (unless set) keeps its later INFO and WARNING lines
-    quiet too; errors still show.
+    import fails. TF_CPP_MIN_LOG_LEVEL is raised to 2 (unless set higher) so that its later INFO
+    and WARNING lines stay quiet too; errors still show.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # At least 2, whatever the environment says: importing TensorFlow sets it to 1 in
+    # os.environ, so a run.py started by a Python process that loaded TF inherits 1, and TF
+    # then warns at exit ("Error occurred when finalizing GeneratorDataset iterator") after
+    # run.py's last line.
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "")
+    if not (level.isdigit() and int(level) >= 2):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
