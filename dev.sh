@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # keras_fmnist's two entry points, each setting up what a fresh machine lacks first:
 #   ./dev.sh run [run.py flags]   the main job (default: --experiment=baseline)
-#   ./dev.sh test [pytest args]   the test suite on torch, then again on jax
+#   ./dev.sh test [pytest args]   the test suite on torch, then on jax, then on tensorflow
 # Setup: Debian's dataset-fashion-mnist (where apt-get is usable), a virtual environment at
 # .venv with the pinned requirements-dev.txt, and the package installed editable.
 set -euo pipefail
@@ -62,10 +62,16 @@ case "$cmd" in
   test)
     ensure_dataset
     ensure_venv
+    # One pytest process per backend (Keras reads KERAS_BACKEND once, at import). The
+    # markers are declared in pyproject.toml: torch_only tests need torch's own ops;
+    # not_tensorflow ones use what Keras' TensorFlow backend lacks; backend_independent
+    # ones run no Keras code and so run once, in the tensorflow pass, where TF is loaded.
     echo "== pytest, KERAS_BACKEND=torch" >&2
-    KERAS_BACKEND=torch run_pytest -q "$@"
+    KERAS_BACKEND=torch run_pytest -q -m "not backend_independent" "$@"
     echo "== pytest, KERAS_BACKEND=jax" >&2
-    KERAS_BACKEND=jax run_pytest -q -m "not torch_only" "$@"
+    KERAS_BACKEND=jax run_pytest -q -m "not torch_only and not backend_independent" "$@"
+    echo "== pytest, KERAS_BACKEND=tensorflow" >&2
+    KERAS_BACKEND=tensorflow run_pytest -q -m "not torch_only and not not_tensorflow" "$@"
     ;;
   *)
     echo "usage: ./dev.sh run [run.py flags] | ./dev.sh test [pytest args]" >&2

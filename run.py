@@ -6,6 +6,7 @@ with one line on stderr and exit code 2 before any training; a run that diverged
 command end with exit code 1 and a line naming it; Ctrl-C ends with one line and exit code 130.
 """
 
+import importlib.util
 import os
 import signal
 import sys
@@ -13,11 +14,59 @@ import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow and finds its devices with their start-up chatter kept off stderr.
+
+    TensorFlow's C++ libraries log at load time (oneDNN, CUDA drivers, CPU instructions)
+    straight to file descriptor 2, before absl logging is set up, so neither
+    TF_CPP_MIN_LOG_LEVEL nor absl's Python logging reaches those lines; they would break the
+    one-line error contract. They go to a temporary file instead, which is shown only if the
+    import fails. TF_CPP_MIN_LOG_LEVEL is raised to 2 (unless set higher) so that its later INFO
+    and WARNING lines stay quiet too; errors still show.
+    """
+    # At least 2, whatever the environment says: importing TensorFlow sets it to 1 in
+    # os.environ, so a run.py started by a Python process that loaded TF inherits 1, and TF
+    # then warns at exit ("Error occurred when finalizing GeneratorDataset iterator") after
+    # run.py's last line.
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "")
+    if not (level.isdigit() and int(level) >= 2):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+
+            # Finding the devices loads the CUDA driver where TF was built with CUDA; on a
+            # machine without a GPU that logs an error line ("failed call to cuInit") at the
+            # first tensor op, which may come before a user error is reported.
+            tensorflow.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+# On the tensorflow backend, first thing. On the others, Keras imports TensorFlow too where it
+# is installed (keras.utils.set_random_seed seeds it), so it is imported quietly right after
+# keras and its backend: importing TF before torch's triton would segfault at triton's import.
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    _import_tensorflow_quietly()
+
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from keras_fmnist import study  # noqa: E402
+
+if os.environ["KERAS_BACKEND"] != "tensorflow" and importlib.util.find_spec("tensorflow"):
+    _import_tensorflow_quietly()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("experiment", "baseline", study.EXPERIMENTS,

@@ -18,6 +18,15 @@ if os.environ["KERAS_BACKEND"] == "torch":
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
 
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    # Loading triton (torchvision imports it through torch._dynamo) after TensorFlow 2.21
+    # segfaults the process, in either's native libraries; the other order works. Some tests
+    # compare against torchvision on every backend, so it is loaded before keras loads TF.
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        pass
+
 import keras_fmnist  # noqa: E402
 from keras_fmnist import data  # noqa: E402
 
@@ -36,3 +45,4 @@ def data_dir():
         if all(os.path.isfile(os.path.join(directory, n)) for n, _, _ in data.FILES.values()):
             return directory
     pytest.fail("real Fashion-MNIST IDX files not found (apt-get install dataset-fashion-mnist)")
+

@@ -569,9 +569,11 @@ class PipelineTest(testing.TestCase):
             self.assertEqual(_np(layer(images)).shape, images.shape)
 
     def test_tf_data_pipeline(self):
-        tf = pytest.importorskip(
-            "tensorflow", reason="tensorflow is not installed; the tf.data path is untested"
-        )
+        # As keras' own preprocessing layers: inside a tf.data graph the layer runs on TF's
+        # ops whatever the Keras backend, and gives TF tensors (tensorflow is in
+        # requirements-dev.txt, so this runs in every pass of ./dev.sh test).
+        import tensorflow as tf
+
         n, k = 16, 10
         classes = np.arange(n) % k
         images = _constant_batch(classes)
@@ -580,6 +582,7 @@ class PipelineTest(testing.TestCase):
             ds = tf.data.Dataset.from_tensor_slices({"images": images, "labels": labels})
             ds = ds.batch(8).map(layer)
             for batch in ds:
+                self.assertIsInstance(batch["images"], tf.Tensor)
                 self.assertEqual(tuple(batch["images"].shape), (8, 28, 28, 1))
                 if isinstance(layer, CutMix):
                     out = batch["images"].numpy()
@@ -589,6 +592,39 @@ class PipelineTest(testing.TestCase):
                             (out[..., 0] == c).mean(axis=(1, 2)),
                             atol=1e-6,
                         )
+            # The layer still works eagerly on the Keras backend afterwards.
+            self.assertEqual(_np(layer(images)).shape, images.shape)
+
+    def test_tf_data_pipeline_augments_real_images(self):
+        import tensorflow as tf
+
+        (x_train, y_train), _ = keras_fmnist.load_fashion_mnist(source="files")
+        images, classes = x_train[:32, :, :, None], y_train[:32]  # uint8, as stored
+        labels = np.eye(10, dtype="float32")[classes]
+        for layer in (BasicAugment(seed=0), MixUp(seed=0), CutMix(seed=0)):
+            # Unbatched elements batched in the graph, dynamic batch size (drop_remainder
+            # off), uint8 images cast by the layer, then the model's [0, 1] scaling.
+            ds = (
+                tf.data.Dataset.from_tensor_slices({"images": images, "labels": labels})
+                .batch(12)
+                .map(layer, num_parallel_calls=2)
+                .map(lambda d: (d["images"] / 255.0, d["labels"]))
+            )
+            seen = 0
+            for x, y in ds:
+                x, y = x.numpy(), y.numpy()
+                self.assertEqual(x.dtype, np.float32)
+                self.assertTrue(0.0 <= x.min() and x.max() <= 1.0 + 1e-6)
+                np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
+                seen += len(x)
+            self.assertEqual(seen, 32)
+        # A single image per element: BasicAugment moves pixels without a batch axis.
+        ds = tf.data.Dataset.from_tensor_slices(images.astype("float32")).map(
+            BasicAugment(seed=0)
+        )
+        out = np.stack([x.numpy() for x in ds])
+        self.assertEqual(out.shape, images.shape)
+        self.assertFalse(np.array_equal(out, images.astype("float32")))
 
 
 @pytest.mark.parametrize("layer_class", [MixUp, CutMix])

@@ -1,7 +1,9 @@
 import gzip
 import os
 import shutil
+import socket
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -127,15 +129,73 @@ def test_unknown_source():
         keras_fmnist.load_fashion_mnist(source="s3")
 
 
-def test_tfds_without_tensorflow_says_so():
+def test_tfds_without_tensorflow_says_so(monkeypatch):
     pytest.importorskip("tensorflow_datasets")
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        with pytest.raises(data.DatasetError, match="needs tensorflow installed"):
-            keras_fmnist.load_fashion_mnist(source="tfds")
-    else:
-        pytest.skip("tensorflow is installed: the tfds path would go online")
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow -> ImportError
+    with pytest.raises(data.DatasetError, match="needs tensorflow installed"):
+        keras_fmnist.load_fashion_mnist(source="tfds")
+
+
+def _offline(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def _sorted_examples(images, labels):
+    rows = np.concatenate([images.reshape(len(images), -1), labels[:, None]], axis=1)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+@pytest.mark.backend_independent(reason="tfds and numpy only, no Keras: one pass proves it")
+def test_tfds_is_prepared_offline_from_the_local_idx_files(tmp_path, monkeypatch, data_dir):
+    pytest.importorskip("tensorflow")
+    _offline(monkeypatch)
+    monkeypatch.setenv("FASHION_MNIST_DIR", data_dir)
+    tfds_dir = str(tmp_path / "tfds")
+    (x_train, y_train), (x_test, y_test) = keras_fmnist.load_fashion_mnist(
+        source="tfds", data_dir=tfds_dir
+    )
+    assert (x_train.shape, x_train.dtype, y_train.shape, y_train.dtype) == (
+        (60000, 28, 28), np.uint8, (60000,), np.uint8)
+    assert (x_test.shape, y_test.shape) == ((10000, 28, 28), (10000,))
+    (ref_x, ref_y), (ref_xt, ref_yt) = keras_fmnist.load_fashion_mnist(source="files")
+    # tfds stores the examples in its own (hashed) order: the same examples, reordered.
+    np.testing.assert_array_equal(_sorted_examples(x_train, y_train),
+                                  _sorted_examples(ref_x, ref_y))
+    np.testing.assert_array_equal(_sorted_examples(x_test, y_test),
+                                  _sorted_examples(ref_xt, ref_yt))
+    # Prepared once: read back from tfds' directory without the IDX files.
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "empty"))
+    (again, _), _ = keras_fmnist.load_fashion_mnist(source="tfds", data_dir=tfds_dir)
+    np.testing.assert_array_equal(again, x_train)
+
+
+def test_tfds_without_the_idx_files_says_why_and_what_to_do(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow")
+    _offline(monkeypatch)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(empty))
+    with pytest.raises(data.DatasetError, match=(
+        r"fashion_mnist is not prepared in .* prepared offline from the four IDX files, "
+        r"which are in none of: .*empty .*apt-get install dataset-fashion-mnist")):
+        keras_fmnist.load_fashion_mnist(source="tfds", data_dir=str(tmp_path / "tfds"))
+
+
+def test_tfds_names_a_corrupt_idx_file(tmp_path, monkeypatch, data_dir):
+    pytest.importorskip("tensorflow")
+    _offline(monkeypatch)
+    bad = tmp_path / "idx"
+    shutil.copytree(data_dir, bad)
+    (bad / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(bad))
+    with pytest.raises(data.DatasetError, match="t10k-labels-idx1-ubyte.gz: not a readable gzip"):
+        keras_fmnist.load_fashion_mnist(source="tfds", data_dir=str(tmp_path / "tfds"))
 
 
 def test_keras_download_failure_is_one_clear_error(monkeypatch):

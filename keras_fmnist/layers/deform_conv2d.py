@@ -193,6 +193,11 @@ class DeformConv2D(keras.layers.Layer):
         )
 
     def call(self, inputs):
+        # As a Keras layer should: integer images (uint8 pixels) computed in the compute dtype.
+        inputs = ops.cast(inputs, self.compute_dtype)
+        if inputs.shape[0] == 0:
+            # An empty batch: TF's convolution of the offset branch mis-shapes it.
+            return ops.zeros(self.compute_output_shape(inputs.shape), self.compute_dtype)
         first = self.data_format == "channels_first"
         if isinstance(self.padding, int):
             p = self.padding

@@ -205,6 +205,9 @@ class DropBlock2D(keras.layers.Layer):
         _spatial_size(tuple(input_shape), self.data_format)
 
     def call(self, inputs, training=False):
+        # Integer feature maps or images would be scaled in integers (1 / keep truncated);
+        # like keras' own layers, compute in the compute dtype, training or not.
+        inputs = ops.cast(inputs, self.compute_dtype)
         if not training:
             return inputs
         return drop_block2d(

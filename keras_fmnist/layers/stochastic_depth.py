@@ -123,6 +123,9 @@ class StochasticDepth(keras.layers.Layer):
         self._build_at_init()
 
     def call(self, inputs, training=False):
+        # Integer feature maps or images would be scaled in integers (1 / keep truncated);
+        # like keras' own layers, compute in the compute dtype, training or not.
+        inputs = ops.cast(inputs, self.compute_dtype)
         if training and self.rate > 0.0:
             return stochastic_depth(inputs, self.rate, seed=self.seed_generator)
         return inputs

@@ -300,6 +300,13 @@ def deform_conv2d(
 
     inputs = ops.convert_to_tensor(inputs)
     dtype = inputs.dtype
+    if not keras.backend.is_float_dtype(dtype):
+        # Integer images (uint8 pixels) are sampled and convolved as floats, in the kernel's
+        # dtype, as keras.layers.Conv2D's arithmetic does: never in integers (jax returned
+        # all zeros) nor a dtype clash (torch). Float inputs keep their own dtype.
+        kernel = ops.convert_to_tensor(kernel)
+        dtype = kernel.dtype if keras.backend.is_float_dtype(kernel.dtype) else keras.config.floatx()
+        inputs = ops.cast(inputs, dtype)
     offset = ops.cast(ops.convert_to_tensor(offset), dtype)
     kernel = ops.cast(ops.convert_to_tensor(kernel), dtype)
     if mask is not None:
@@ -329,6 +336,10 @@ def _deform_conv2d(inputs, offset, kernel, mask, bias, strides, padding, dilatio
     pads = _padding_amounts(padding, in_size, kernel_size, strides, dilation)
     out_size = _output_size(in_size, kernel_size, strides, pads, dilation)
     offset_groups, groups = _validate(inputs, offset, kernel, mask, bias, out_size)
+    if _static_shape(inputs)[0] == 0:
+        # An empty batch has an empty result; the gather path's einsum rejects it on jax.
+        filters = _static_shape(kernel)[3]
+        return ops.zeros((0, *out_size, filters), dtype=inputs.dtype)
     if impl == "auto":
         device = getattr(getattr(inputs, "device", None), "type", None)
         impl = select_implementation(keras.backend.backend(), device)
