@@ -21,9 +21,13 @@ from keras_fmnist.ops.deform_conv import conv_output_size
 from keras_fmnist.ops.deform_conv import select_implementation
 
 BACKEND = keras.backend.backend()
-requires_torch = pytest.mark.skipif(
-    BACKEND != "torch", reason="torchvision parity needs the torch backend"
-)
+
+
+def requires_torch(test):
+    """torch_only (./dev.sh test leaves it out of the other passes), skipped elsewhere too."""
+    skip = pytest.mark.skipif(BACKEND != "torch", reason="torchvision parity needs the torch backend")
+    return pytest.mark.torch_only(skip(test))
+
 
 
 def _case(seed, n=2, h=7, w=6, c=4, filters=3, groups=1, offset_groups=1, strides=1,
@@ -421,11 +425,15 @@ class DeformConv2DLayerTest(testing.TestCase):
         self.assertAllClose(outputs[0], outputs[2], atol=1e-4)
 
 
-@pytest.mark.parametrize("implementation", ["keras", "torchvision"])
+@pytest.mark.parametrize("implementation", [
+    "keras",
+    pytest.param("torchvision", marks=[
+        pytest.mark.torch_only,
+        pytest.mark.skipif(BACKEND != "torch", reason="torchvision's kernel needs torch"),
+    ]),
+])
 @pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "same"), (1, 1), (2, "valid")])
 def test_channels_first_layer_equals_channels_last(implementation, strides, padding):
-    if implementation == "torchvision" and BACKEND != "torch":
-        pytest.skip("torchvision's kernel needs the torch backend")
     x = np.random.default_rng(5).standard_normal((2, 7, 6, 4)).astype("float32")
     last = DeformConv2D(5, 3, strides=strides, padding=padding, use_bias=True,
                         implementation=implementation, data_format="channels_last")
