@@ -6,7 +6,10 @@
 The model is the study's baseline: `keras_fmnist.build_resnet18()` compiled by
 `keras_fmnist.training.compile_model` (Adam, soft-target cross-entropy), trained with
 `model.train_on_batch` on batches of `--batch_size` real Fashion-MNIST images (the first
-`--images` of the training set, cycled). Every backend runs in a fresh subprocess because
+`--images` of the training set, cycled). On torch it is measured twice: the stock graph, as
+on the other backends, and `keras_fmnist.accelerate(model)` (what run.py trains), reported as
+`accelerated_images_per_second`; on jax and tensorflow `accelerate` returns the model
+unchanged, so there is one figure. Every backend runs in a fresh subprocess because
 `KERAS_BACKEND` is read once, when keras is first imported. Per backend: `--warmup` steps
 first (graph tracing / compilation, not timed), then `--repeats` timed runs of `--steps`
 steps; the reported figure is the median of the repeats' images/s. `train_on_batch` returns
@@ -83,11 +86,7 @@ def measure(args):
     (x_train, y_train), _ = keras_fmnist.load_fashion_mnist(source="files")
     x = pipeline.to_model_inputs(x_train[: args.images])
     y = pipeline.one_hot(y_train[: args.images])
-    keras.utils.set_random_seed(0)
     mean, variance = pipeline.standardisation_stats(x_train[: args.images])
-    model = training.compile_model(
-        keras_fmnist.build_resnet18(input_mean=mean, input_variance=variance)
-    )
     # Whole batches only, so every step has the same shape (no retracing on jax / tf).
     n_batches = max(len(x) // args.batch_size, 1)
     batches = [
@@ -95,27 +94,44 @@ def measure(args):
          y[i * args.batch_size : (i + 1) * args.batch_size])
         for i in range(n_batches)
     ]
-    step = 0
 
-    def train(steps):
-        nonlocal step
-        for _ in range(steps):
-            xb, yb = batches[step % n_batches]
-            logs = model.train_on_batch(xb, yb, return_dict=True)
-            step += 1
-        return logs
+    def time_training(accelerated):
+        keras.utils.set_random_seed(0)
+        model = keras_fmnist.build_resnet18(input_mean=mean, input_variance=variance)
+        if accelerated:
+            model = keras_fmnist.accelerate(model)
+        model = training.compile_model(model)
+        step = 0
 
-    start = time.perf_counter()
-    train(args.warmup)
-    warmup_seconds = time.perf_counter() - start
-    rates = []
-    for _ in range(args.repeats):
+        def train(steps):
+            nonlocal step
+            for _ in range(steps):
+                xb, yb = batches[step % n_batches]
+                logs = model.train_on_batch(xb, yb, return_dict=True)
+                step += 1
+            return logs
+
         start = time.perf_counter()
-        logs = train(args.steps)
-        elapsed = time.perf_counter() - start
-        rates.append(args.steps * len(batches[0][0]) / elapsed)
-    if not np.isfinite(float(logs["loss"])):
-        raise RuntimeError(f"non-finite training loss on {args.child}: {logs['loss']}")
+        train(args.warmup)
+        warmup_seconds = time.perf_counter() - start
+        rates = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            logs = train(args.steps)
+            elapsed = time.perf_counter() - start
+            rates.append(args.steps * len(batches[0][0]) / elapsed)
+        if not np.isfinite(float(logs["loss"])):
+            raise RuntimeError(f"non-finite training loss on {args.child}: {logs['loss']}")
+        return rates, warmup_seconds, logs
+
+    rates, warmup_seconds, logs = time_training(accelerated=False)
+    extra = {}
+    if args.child == "torch":
+        fast_rates, _, _ = time_training(accelerated=True)
+        extra = {
+            "accelerated_images_per_second": round(statistics.median(fast_rates), 1),
+            "accelerated_repeats_images_per_second": [round(r, 1) for r in fast_rates],
+        }
     backend_module = {"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}[args.child]
     return {
         "images_per_second": round(statistics.median(rates), 1),
@@ -123,6 +139,7 @@ def measure(args):
         "warmup_seconds": round(warmup_seconds, 2),
         "batch_size": len(batches[0][0]),
         "last_loss": round(float(logs["loss"]), 4),
+        **extra,
         "versions": {
             "keras": keras.__version__,
             backend_module: __import__(backend_module).__version__,
@@ -168,10 +185,14 @@ def main(argv=None):
     results = {}
     for backend in args.backends:
         results[backend] = run_child(backend, args)
-        print(f"{backend}: {results[backend]['images_per_second']} images/s", file=sys.stderr)
+        line = f"{backend}: {results[backend]['images_per_second']} images/s"
+        if "accelerated_images_per_second" in results[backend]:
+            line += f" (accelerate: {results[backend]['accelerated_images_per_second']})"
+        print(line, file=sys.stderr)
     report = {
         "what": "training images/s of build_resnet18() + compile_model, train_on_batch, "
-                "median of repeats, warm-up excluded",
+                "median of repeats, warm-up excluded; on torch also of "
+                "accelerate(build_resnet18())",
         "backends": results,
         "steps": args.steps,
         "repeats": args.repeats,
