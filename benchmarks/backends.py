@@ -9,7 +9,10 @@ The model is the study's baseline: `keras_fmnist.build_resnet18()` compiled by
 `--images` of the training set, cycled). On torch it is measured twice: the stock graph, as
 on the other backends, and `keras_fmnist.accelerate(model)` (what run.py trains), reported as
 `accelerated_images_per_second`; on jax and tensorflow `accelerate` returns the model
-unchanged, so there is one figure. Every backend runs in a fresh subprocess because
+unchanged, so there is one figure. The torch child also times the study's plain-PyTorch
+training step (`keras_fmnist.bench.training.make_torch_step`: the same network and Adam, no
+Keras) as `pytorch_reference_images_per_second`, so the reference sits in the same file,
+measured under the same conditions. Every backend runs in a fresh subprocess because
 `KERAS_BACKEND` is read once, when keras is first imported. Per backend: `--warmup` steps
 first (graph tracing / compilation, not timed), then `--repeats` timed runs of `--steps`
 steps; the reported figure is the median of the repeats' images/s. `train_on_batch` returns
@@ -128,9 +131,14 @@ def measure(args):
     extra = {}
     if args.child == "torch":
         fast_rates, _, _ = time_training(accelerated=True)
+        reference_rates = time_pytorch_reference(args)
         extra = {
             "accelerated_images_per_second": round(statistics.median(fast_rates), 1),
             "accelerated_repeats_images_per_second": [round(r, 1) for r in fast_rates],
+            "pytorch_reference_images_per_second": round(statistics.median(reference_rates), 1),
+            "pytorch_reference_repeats_images_per_second": [
+                round(r, 1) for r in reference_rates
+            ],
         }
     backend_module = {"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}[args.child]
     return {
@@ -145,6 +153,22 @@ def measure(args):
             backend_module: __import__(backend_module).__version__,
         },
     }
+
+
+def time_pytorch_reference(args):
+    """images/s of the study's plain-PyTorch training step (no Keras), on the CPU."""
+    from keras_fmnist.bench import training as bench_training
+
+    step, _, _ = bench_training.make_torch_step(args.batch_size, device="cpu")
+    for _ in range(args.warmup):
+        step()
+    rates = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()  # returns Python numbers: the step has finished
+        rates.append(args.steps * args.batch_size / (time.perf_counter() - start))
+    return rates
 
 
 def run_child(backend, args):
@@ -187,12 +211,15 @@ def main(argv=None):
         results[backend] = run_child(backend, args)
         line = f"{backend}: {results[backend]['images_per_second']} images/s"
         if "accelerated_images_per_second" in results[backend]:
-            line += f" (accelerate: {results[backend]['accelerated_images_per_second']})"
+            line += (
+                f" (accelerate: {results[backend]['accelerated_images_per_second']}; plain "
+                f"PyTorch: {results[backend]['pytorch_reference_images_per_second']})"
+            )
         print(line, file=sys.stderr)
     report = {
         "what": "training images/s of build_resnet18() + compile_model, train_on_batch, "
                 "median of repeats, warm-up excluded; on torch also of "
-                "accelerate(build_resnet18())",
+                "accelerate(build_resnet18()) and of the plain-PyTorch reference step",
         "backends": results,
         "steps": args.steps,
         "repeats": args.repeats,

@@ -32,6 +32,8 @@ def test_measures_this_pass_backend_in_its_own_process(tmp_path):
     if backend == "torch":
         assert entry["accelerated_images_per_second"] > 0
         assert len(entry["accelerated_repeats_images_per_second"]) == 2
+        assert entry["pytorch_reference_images_per_second"] > 0
+        assert len(entry["pytorch_reference_repeats_images_per_second"]) == 2
     assert entry["batch_size"] == 128
     assert backend in entry["versions"] and entry["versions"]["keras"] == keras.__version__
     assert report["cpu_count"] == os.cpu_count() and len(report["loadavg_before"]) == 3
