@@ -54,8 +54,9 @@ def _import_tensorflow_quietly():
 
 
 # On the tensorflow backend, first thing. On the others, Keras imports TensorFlow too where it
-# is installed (keras.utils.set_random_seed seeds it), so it is imported quietly right after
-# keras and its backend: importing TF before torch's triton would segfault at triton's import.
+# is installed (keras.utils.set_random_seed seeds it), so main imports it quietly once the
+# flags are checked: a user error costs no TensorFlow import (about 4 s here), and by then
+# keras has imported torch (TF imported before torch segfaults when torchvision loads).
 if os.environ["KERAS_BACKEND"] == "tensorflow":
     _import_tensorflow_quietly()
 
@@ -64,9 +65,6 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from keras_fmnist import study  # noqa: E402
-
-if os.environ["KERAS_BACKEND"] != "tensorflow" and importlib.util.find_spec("tensorflow"):
-    _import_tensorflow_quietly()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("experiment", "baseline", study.EXPERIMENTS,
@@ -321,6 +319,8 @@ def main(argv):
 
     base = config_from_flags()
     check_recipe(base)
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow"):
+        _import_tensorflow_quietly()
     seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
     engine = runner.Engine(FLAGS.engine, FLAGS.workers, FLAGS.gpus_per_run, FLAGS.ray_address)
     outcomes = []
