@@ -160,3 +160,30 @@ def accuracy_bars(values, path, title="Test accuracy", reference=None):
     ax.set_title(title)
     artifacts.save_figure(fig, path)
     plt.close(fig)
+
+
+def accuracy_vs_compute(series, path, title="Validation accuracy vs training time",
+                        references=()):
+    """series: {label: [(training minutes, val accuracy), ...]}, one point per epoch.
+
+    references: (label, accuracy) pairs drawn as dashed horizontal lines (published test
+    accuracies, read as orientation, not as the same measurement).
+    """
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for label, points in series.items():
+        ax.plot([m for m, _ in points], [a for _, a in points], marker=".", label=label)
+    for i, (label, accuracy) in enumerate(references):
+        ax.axhline(accuracy, linestyle="--", linewidth=0.8, color=f"C{(i + 5) % 10}",
+                   label=label)
+    accuracies = [a for points in series.values() for _, a in points]
+    if accuracies:
+        # The first epochs of a weight average sit near chance; the useful range is the top.
+        top = max(accuracies + [a for _, a in references])
+        ax.set_ylim(max(0.0, min(0.85, top - 0.1)), min(1.0, top + 0.01))
+    ax.set_xlabel("training minutes (this run's machine)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    artifacts.save_figure(fig, path)
+    plt.close(fig)

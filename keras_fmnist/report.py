@@ -344,7 +344,32 @@ def strong_section(runs, root, fig_dir):
                      f"{g.pct(_best_val_value)} ({_best_epochs(g)}) | {_settings(g)} |")
     lines += ["", "Published anchors (test accuracy): " + "; ".join(
         f"{name} {value:.2f}%" for name, value in ANCHORS) + "."]
+    series = {}
+    for g in groups:
+        for m in g.runs:
+            points = _val_accuracy_vs_minutes(m)
+            if points:
+                series[f"{recipe_change(g.config)}, seed {m['config']['seed']}"] = points
+    if series:
+        path = os.path.join(fig_dir, "strong_val_accuracy_vs_minutes.png")
+        plots.accuracy_vs_compute(series, path, references=[
+            (f"{name.split(',')[0].split(' (')[0]} (test)", value / 100)
+            for name, value in ANCHORS[:1]])
+        lines += ["", "Accuracy against compute: validation accuracy after each epoch against "
+                  "the run's cumulative training time (its mean seconds per epoch; wall "
+                  "minutes on the machine that ran it, the table's wall column).", "",
+                  f"![accuracy vs compute]({_rel(path, root)})"]
     return lines
+
+
+def _val_accuracy_vs_minutes(m):
+    """[(training minutes after epoch i, val accuracy)], from the run's mean epoch time."""
+    values = (m.get("history") or {}).get("val_accuracy") or []
+    seconds, epochs = m.get("train_seconds"), m.get("epochs_run")
+    if not values or not seconds or not epochs or any(v is None for v in values):
+        return []
+    per_epoch = seconds / epochs / 60
+    return [(per_epoch * (i + 1), v) for i, v in enumerate(values)]
 
 
 def diverged_section(runs, root):

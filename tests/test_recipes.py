@@ -85,6 +85,14 @@ def test_strong_experiment_applies_the_recipe_and_reports_tta(tmp_path):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["status"] == "finished"
 
+    from keras_fmnist import report
+
+    text = open(report.write_report(str(tmp_path))).read()
+    section = text[text.index("## 5. Beyond the study"):]
+    assert "| study stem (7x7/2 + max-pool); epochs=2; warmup_epochs=1 |" in section
+    figure = tmp_path / report.FIGURES_DIR / "strong_val_accuracy_vs_minutes.png"
+    assert figure.stat().st_size > 0 and figure.name in section
+
 
 def test_report_names_each_run_by_its_change_to_the_recipe():
     from keras_fmnist import report
