@@ -352,12 +352,12 @@ def strong_section(runs, root, fig_dir):
                 series[f"{recipe_change(g.config)}, seed {m['config']['seed']}"] = points
     if series:
         path = os.path.join(fig_dir, "strong_val_accuracy_vs_minutes.png")
-        plots.accuracy_vs_compute(series, path, references=[
-            (f"{name.split(',')[0].split(' (')[0]} (test)", value / 100)
-            for name, value in ANCHORS[:1]])
+        name, value = ANCHORS[0]
+        plots.accuracy_vs_compute(series, path, references=[(f"{name} (test)", value / 100)])
         lines += ["", "Accuracy against compute: validation accuracy after each epoch against "
-                  "the run's cumulative training time (its mean seconds per epoch; wall "
-                  "minutes on the machine that ran it, the table's wall column).", "",
+                  "the run's cumulative training time on the machine that ran it (its "
+                  "`train_seconds` spread evenly over its epochs; the table's wall column "
+                  "also counts evaluation and saving).", "",
                   f"![accuracy vs compute]({_rel(path, root)})"]
     return lines
 
