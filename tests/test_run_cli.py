@@ -40,15 +40,17 @@ BAD_INPUT = [
 ]
 
 
-def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, cases_for_this_backend):
+    # A flag parser error, a data error, a recipe check.
+    cases = cases_for_this_backend(BAD_INPUT, representative=[0, 7, 9])
     # All at once: each process ends at its first check, so they overlap well.
     processes = [
         subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), *args,
                           f"--artifacts_dir={tmp_path}"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        for args, _ in BAD_INPUT
+        for args, _ in cases
     ]
-    for (args, expected), process in zip(BAD_INPUT, processes):
+    for (args, expected), process in zip(cases, processes):
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 2, (args, stderr)
         lines = [line for line in stderr.splitlines() if line.strip()]
