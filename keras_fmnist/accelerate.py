@@ -122,6 +122,14 @@ class AcceleratedModel(keras.Model):
     """
 
     def __init__(self, model, plan=None, decisions=None, **kwargs):
+        if keras.backend.backend() != "torch":
+            raise ValueError(
+                "AcceleratedModel runs on the torch backend; accelerate(model) returns the "
+                f"model itself on {keras.backend.backend()}"
+            )
+        unsupported = private_api.check_versions()
+        if unsupported:
+            raise RuntimeError(f"AcceleratedModel: {unsupported}; use accelerate(model)")
         super().__init__(name=kwargs.pop("name", model.name), **kwargs)
         self.stock_model = model
         if plan is None:
@@ -140,6 +148,24 @@ class AcceleratedModel(keras.Model):
     @property
     def layers(self):
         return self.stock_model.layers
+
+    # The stock graph's tensors, so that `keras.Model(model.inputs, [model.get_layer(name)
+    # .output, ...])` taps an accelerated model as it taps the stock one.
+    @property
+    def inputs(self):
+        return self.stock_model.inputs
+
+    @property
+    def outputs(self):
+        return self.stock_model.outputs
+
+    @property
+    def input(self):
+        return self.stock_model.input
+
+    @property
+    def output(self):
+        return self.stock_model.output
 
     def get_layer(self, name=None, index=None):
         return self.stock_model.get_layer(name=name, index=index)
@@ -192,10 +218,16 @@ class AcceleratedModel(keras.Model):
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         self._decisions[:] = [d for d in self._decisions if d.layers != ("optimizer",)]
         if private_api.is_keras_adam(inner):
+            # Fused either way: the counts then record every step that runs Keras' update.
             private_api.fuse_adam(inner)
-            self._decisions.append(
-                Decision(["optimizer"], "Adam updated by torch's fused kernel")
-            )
+            why_not = private_api.why_adam_not_fused(inner, self.stock_model.trainable_variables)
+            if why_not is None:
+                decision = Decision(["optimizer"], "Adam updated by torch's fused kernel")
+            else:
+                decision = Decision(
+                    ["optimizer"], "left alone", f"{why_not}: Keras' own Adam update runs"
+                )
+            self._decisions.append(decision)
         else:
             self._decisions.append(
                 Decision(
@@ -418,7 +450,9 @@ class _Planner:
             if pad is not None:
                 what = f"padding {pad} folded into the convolution; {what}"
             _store_kernel_channels_last(layer)
-            return _conv_run(layer, conv_pad), "conv", [arg], False, Decision(names, what)
+            # A fused activation's backward may read the output (sigmoid, tanh, relu...).
+            kind = "conv" if layer.activation is keras.activations.linear else "activated"
+            return _conv_run(layer, conv_pad), kind, [arg], False, Decision(names, what)
         if type(layer) is keras.layers.MaxPooling2D and (pad is not None or layer.padding == "valid"):
             what = "torch max_pool2d"
             if pad is not None:
@@ -509,6 +543,8 @@ class _Planner:
             return None if why is None else f"{name} may return its input, and {why}"
         if kind == "relu":
             return f"{name}'s backward reads its output"
+        if kind == "activated":
+            return f"{name}'s activation may read its output in the backward pass"
         return f"{name} is not known to leave its output unread by its backward"
 
     def _why_overwritable(self, tensor):
@@ -635,7 +671,7 @@ def _batch_norm_run(layer):
         if training and layer.trainable:
             # Moving statistics are Keras' (biased variance), not torch's (unbiased): the
             # kernel gets none and they are updated below.
-            y, mean, invstd = torch.native_batch_norm(
+            y, mean, invstd = private_api.native_batch_norm(
                 x, gamma, beta, None, None, True, 0.0, layer.epsilon
             )
             with torch.no_grad():

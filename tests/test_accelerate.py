@@ -166,6 +166,43 @@ def test_in_place_only_where_nothing_else_reads_the_tensor():
 
 
 @torch_only
+def test_a_convolution_with_an_activation_is_not_overwritten_and_trains():
+    # sigmoid's and tanh's backward read their output: an in-place Add or ReLU after such a
+    # Conv2D would corrupt the gradient (torch raises "modified by an inplace operation").
+    inputs = keras.Input((4, 4, 2))
+    a = keras.layers.Conv2D(2, 1, activation="sigmoid", name="conv_sigmoid")(inputs)
+    b = keras.layers.Conv2D(2, 1, name="conv_linear")(inputs)
+    c = keras.layers.Add(name="add")([a, b])
+    d = keras.layers.Conv2D(10, 1, activation="tanh", name="conv_tanh")(c)
+    e = keras.layers.ReLU(name="relu")(d)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(e))
+    fast = accelerate(model)
+    decisions = _decisions(fast)
+    assert decisions["add"].what == "Add in place into input 1"  # conv_linear's output
+    assert decisions["relu"].what == "ReLU, not in place"
+    assert "activation may read its output" in decisions["relu"].why
+    x = np.random.default_rng(3).normal(size=(4, 4, 4, 2)).astype("float32")
+    _, fast_grads = _output_and_grads(fast, x, training=True)
+    _, stock_grads = _output_and_grads(model, x, training=True)
+    for f, r in zip(fast_grads, stock_grads):
+        np.testing.assert_allclose(f, r, atol=1e-6)
+    fast.compile(optimizer="sgd", loss="mse")
+    fast.fit(x, np.zeros((4, 10), "float32"), epochs=1, verbose=0)
+    assert fast.acceleration_counts["stock"] == 0
+
+
+@torch_only
+def test_an_accelerated_model_is_tapped_like_the_stock_one():
+    fast = accelerate(keras_fmnist.build_resnet18(stages=1))
+    assert fast.inputs is fast.stock_model.inputs and fast.outputs is fast.stock_model.outputs
+    tapped = keras.Model(fast.inputs, [fast.get_layer("bn1").output, fast.outputs[0]])
+    alone = keras.Model(fast.input, fast.get_layer("bn1").output)
+    bn1, _ = accelerate(tapped)(_images(2), training=False)
+    np.testing.assert_allclose(_np(bn1), _np(alone(_images(2), training=False)), atol=1e-6)
+    assert _np(bn1).min() < 0
+
+
+@torch_only
 def test_max_pool_padding_is_folded_only_when_its_input_is_non_negative():
     inputs = keras.Input((3, 6, 6))
     x = keras.layers.ZeroPadding2D(1, data_format="channels_first", name="pad")(inputs)
@@ -221,6 +258,8 @@ def test_other_backends_and_unsupported_versions_get_the_stock_model(monkeypatch
     if not on_torch:
         assert accelerate(model, verbose=True) is model
         assert "nothing to do" in capsys.readouterr().out
+        with pytest.raises(ValueError, match="runs on the torch backend"):
+            AcceleratedModel(model)
         return
     private_api.check_versions.cache_clear()
     monkeypatch.setattr(private_api.keras, "__version__", "3.99.0")
@@ -231,6 +270,29 @@ def test_other_backends_and_unsupported_versions_get_the_stock_model(monkeypatch
         monkeypatch.undo()
         private_api.check_versions.cache_clear()
     assert private_api.check_versions() is None
+
+
+@torch_only
+def test_no_fast_path_is_built_by_hand_on_unsupported_versions(monkeypatch):
+    model = keras_fmnist.build_resnet18(stages=1)
+    monkeypatch.setattr(private_api, "check_versions", lambda: "torch 9.0 is outside ...")
+    with pytest.raises(RuntimeError, match="torch 9.0 is outside"):
+        AcceleratedModel(model)
+    with pytest.raises(RuntimeError, match="torch 9.0 is outside"):
+        private_api.fuse_adam(keras.optimizers.Adam())
+
+
+@torch_only
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_verbose_says_which_adam_update_runs(amsgrad):
+    model = accelerate(keras_fmnist.build_resnet18(stages=1))
+    model.compile(optimizer=keras.optimizers.Adam(amsgrad=amsgrad), loss="mse")
+    decision = _decisions(model)["optimizer"]
+    if amsgrad:
+        assert (decision.what, decision.why) == (
+            "left alone", "amsgrad: Keras' own Adam update runs")
+    else:
+        assert decision.what == "Adam updated by torch's fused kernel"
 
 
 @torch_only

@@ -22,7 +22,12 @@ The touch points (`PRIVATE_TOUCH_POINTS` lists them with why each is needed):
 - torch's global forward-hook dicts: a direct graph walk skips `Layer.__call__`, so a hook a
   user registered would silently not fire; the walk steps aside when any is registered.
 - Adam's `_backend_update_step`, `_momentums`, `_velocities`, `_get_variable_index`, and
-  `torch._fused_adam_`: the fused update of Keras' Adam (see `fuse_adam`).
+  `torch._fused_adam_`: the fused update of Keras' Adam (see `fuse_adam`); on torch Keras
+  swaps in an Adam class of its private `keras.src.backend.torch.optimizers` module, which
+  `is_keras_adam` recognises by its module path.
+- `torch.native_batch_norm`: the ATen batch-norm kernel that returns the batch mean and
+  inverse standard deviation it computed (the public `batch_norm` does not), so the moving
+  statistics are updated without a second pass over the batch.
 """
 
 import functools
@@ -53,6 +58,10 @@ PRIVATE_TOUCH_POINTS = {
     "fused Adam update replaces Keras' per-step update and reads its moment variables",
     "torch._fused_adam_": "one fused kernel for the whole Adam update (torch.optim uses it "
     "for fused=True, but only on its own parameter groups)",
+    "keras.src.backend.torch.optimizers.torch_adam (module path)": "Keras' torch Adam class, "
+    "not exported; recognised so that a compiled Adam is fused",
+    "torch.native_batch_norm": "batch norm returning the batch statistics it computed (the "
+    "public batch_norm does not), for Keras' moving-statistics update without a second pass",
 }
 
 
@@ -121,6 +130,14 @@ def layer_hooks_registered(layers):
     return any(layer._forward_hooks or layer._forward_pre_hooks for layer in layers)
 
 
+def native_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps):
+    """`torch.native_batch_norm`: (output, batch mean, batch inverse std) on the CPU and CUDA."""
+    import torch
+
+    return torch.native_batch_norm(x, weight, bias, running_mean, running_var, training,
+                                   momentum, eps)
+
+
 # --- Adam, fused ---------------------------------------------------------------------------
 
 
@@ -170,6 +187,9 @@ def fuse_adam(optimizer):
         raise ValueError("fuse_adam is for the torch backend")
     if not is_keras_adam(optimizer):
         raise TypeError(f"fuse_adam needs a keras.optimizers.Adam; got {type(optimizer)}")
+    unsupported = check_versions()
+    if unsupported:
+        raise RuntimeError(f"fuse_adam: {unsupported}")
     counts = optimizer.__dict__.get("_keras_fmnist_fused_counts")
     if counts is not None:
         return counts
@@ -195,14 +215,23 @@ def fused_adam_counts(optimizer):
     return optimizer.__dict__.get("_keras_fmnist_fused_counts")
 
 
-def _fused_adam_step(optimizer, grads, trainable_variables, learning_rate):
-    """Runs the fused update; returns None, or why Keras' update must run instead."""
-    import torch
-
+def why_adam_not_fused(optimizer, trainable_variables):
+    """None if the fused kernel can run this Adam's update on these weights, else why not
+    (a stateless scope may still send a step to Keras' update; the counts say so)."""
     if optimizer.amsgrad:
         return "amsgrad"
     if any(v.dtype != "float32" for v in trainable_variables):
         return "non-float32 weights"
+    return None
+
+
+def _fused_adam_step(optimizer, grads, trainable_variables, learning_rate):
+    """Runs the fused update; returns None, or why Keras' update must run instead."""
+    import torch
+
+    reason = why_adam_not_fused(optimizer, trainable_variables)
+    if reason is not None:
+        return reason
     with torch.no_grad():
         params = [v.value for v in trainable_variables]
         indices = [optimizer._get_variable_index(v) for v in trainable_variables]
