@@ -40,7 +40,7 @@ def _trial(params, configs, force, threads):
 
 
 def run_sweep(configs, n_train, n_val, force=False, skip=None, log=print, on_result=None,
-              workers=1, gpus_per_run=0.0, address=None, step_seconds=None):
+              workers=1, gpus_per_run=0.0, address=None, step_seconds=None, warn=None):
     """Trains `configs` as Ray Tune trials; same arguments and result as `sweep.run_sweep`.
 
     Args:
@@ -55,6 +55,9 @@ def run_sweep(configs, n_train, n_val, force=False, skip=None, log=print, on_res
     on_result = on_result or (lambda outcome: log(outcome.line()))
     reasons = {c.run_dir(): (skip(c) if skip else None) for c in configs}
     runnable = [c for c in configs if not reasons[c.run_dir()]]
+    if not force:  # the plan says which recorded runs cannot be read (the trials retrain them)
+        for config in runnable:
+            worker.read_recorded(config, warn or log)
     threads = sweep.threads_per_worker(workers)
     steps = sweep.step_times(runnable, step_seconds)
     estimates = {c.run_dir(): sweep.estimate_seconds(c, steps[sweep.architecture(c)], n_train,
@@ -110,9 +113,9 @@ def _run_trials(ray, tune, configs, force, threads, workers, gpus_per_run, addre
     owns_ray = not ray.is_initialized()
     if owns_ray:
         if not address:
-            # Ray starts its workers at nice 15; beside any other CPU work a trial then waited
-            # minutes just to import torch (measured: 110 s against 7 s at nice 0). Here the
-            # trials are the work, so a Ray started by the sweep runs them at normal priority.
+            # Ray starts its workers at nice 15; beside any other CPU work a trial then waits
+            # minutes just to import torch. Here the trials are the work, so a Ray started by
+            # the sweep runs them at normal priority.
             os.environ.setdefault("RAY_worker_niceness", "0")
         kwargs = {"address": address} if address else {"num_cpus": os.cpu_count()}
         ray.init(runtime_env={"env_vars": env}, include_dashboard=False,

@@ -28,6 +28,8 @@ from keras_fmnist import artifacts
 from keras_fmnist.augment import BasicAugment
 from keras_fmnist.augment import CutMix
 from keras_fmnist.augment import MixUp
+from keras_fmnist.data import IMAGE_SIZE
+from keras_fmnist.data import NUM_CLASSES
 from keras_fmnist.models.resnet import build_resnet18
 
 AUGMENTATIONS = {
@@ -35,8 +37,7 @@ AUGMENTATIONS = {
     "mixup": lambda seed: MixUp(alpha=0.2, seed=seed),
     "basic": lambda seed: BasicAugment(padding=4, seed=seed),
 }
-NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28, 1)
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)  # one grey channel, channels-last
 
 
 def _device():
@@ -56,8 +57,8 @@ def _set_threads(threads):
     """Sets torch's intra-op thread count (None: leave it); returns the count in use.
 
     On a loaded machine torch's default (one thread per core) spins against other
-    processes: a single 128x28x28 `where` measured 12 ms with 2 threads and 0.3 ms with 1
-    on a 2-core machine at load 6.5. Both sides of the ratio run with the same setting.
+    processes, and small element-wise ops then take many times longer with two threads than
+    with one. Both sides of the ratio run with the same setting.
     """
     if keras.backend.backend() != "torch":
         return None

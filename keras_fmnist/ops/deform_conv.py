@@ -420,8 +420,8 @@ def _deform_conv2d_keras(
         mask = ops.transpose(mask, (0, 1, 2, 4, 3))
         weights = weights * ops.expand_dims(mask, -1)
     # (N, Ho, Wo, K, G, 4, Cg) -> blend the 4 neighbours -> (N, Ho, Wo, K, G, Cg).
-    # As a batched (1 x 4) @ (4 x Cg) product: about 20% faster than a broadcast
-    # multiply and sum on CPU torch, forward + backward.
+    # As a batched (1 x 4) @ (4 x Cg) product: faster than a broadcast multiply and sum
+    # on CPU torch, forward + backward (one fused kernel instead of two with a temporary).
     corners = ops.take(table, index, axis=0)
     columns = ops.einsum("...c,...cd->...d", weights, corners)
 
