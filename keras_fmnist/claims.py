@@ -171,6 +171,10 @@ def try_claim(run_dir, finished):
     with _locked(run_dir):
         done = finished()
         if done:
+            info = read_claim(run_dir)
+            if info is None or is_stale(info, path):
+                # Nobody writes here now: a temp file is what a killed save left behind.
+                remove_temp_files(run_dir)
             return "done", done
         info = read_claim(run_dir)
         if info is not None:

@@ -61,12 +61,13 @@ def candidate_dirs(data_dir=None):
 
 
 def user_data_dir(data_dir=None):
-    """The data directory the user named (`data_dir`, else `$FASHION_MNIST_DIR`), or None."""
-    if data_dir is not None:
-        return os.path.expanduser(data_dir)
-    if os.environ.get("FASHION_MNIST_DIR"):
-        return os.path.expanduser(os.environ["FASHION_MNIST_DIR"])
-    return None
+    """The data directory the user named (`data_dir`, else `$FASHION_MNIST_DIR`), as an
+    absolute path (errors name full paths), or None."""
+    if data_dir is None:
+        data_dir = os.environ.get("FASHION_MNIST_DIR") or None
+    if data_dir is None:
+        return None
+    return os.path.abspath(os.path.expanduser(data_dir))
 
 
 def _has_all_files(directory):

@@ -244,10 +244,12 @@ def final_section(runs, root, fig_dir):
              "|---|---|---|---|---|---|---|---|---|"]
     groups = group_by_seed(runs)
     for g in groups:
-        ref = s["test"] if tuple(g.config["deform_layers"] or ()) == s["layers"] else None
-        lines.append(f"| {_layers(g)} | {g.pct(_test)} | "
-                     f"{'-' if ref is None else f'{ref:.2f}%'} | "
-                     f"{_diff(g.mean(_test), ref)} | {_settings(g)} |")
+        # Final model against final model, each with the stages its own sweep selected.
+        ref = f"{s['test']:.2f}%"
+        if tuple(g.config["deform_layers"] or ()) != s["layers"]:
+            ref += f" (its stages {'+'.join(map(str, s['layers']))})"
+        lines.append(f"| {_layers(g)} | {g.pct(_test)} | {ref} | "
+                     f"{_diff(g.mean(_test), s['test'])} | {_settings(g)} |")
     for g in groups[:1]:
         for name in ("predictions.png", "confusion_matrix.png"):
             lines += ["", f"![{name}]({_rel(os.path.join(g.first['_dir'], name), root)})"]

@@ -40,7 +40,7 @@ class Engine:
             return ray_engine.run_sweep(
                 configs, n_train, n_val, force=force, skip=skip, log=log,
                 on_result=on_result, workers=self.workers, gpus_per_run=self.gpus_per_run,
-                address=self.ray_address,
+                address=self.ray_address, warn=warn,
             )
         return sweep.run_sweep(
             configs, experiments.run_training, n_train, n_val, force=force, skip=skip,

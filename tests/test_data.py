@@ -116,6 +116,15 @@ def test_env_dir_missing_a_file_is_named_not_replaced(data_dir, tmp_path, monkey
     assert str(error.value) == f"{copy / 't10k-labels-idx1-ubyte.gz'}: file not found"
 
 
+def test_a_relative_data_dir_is_named_by_its_full_path(data_dir, tmp_path, monkeypatch):
+    copy = _copy(data_dir, tmp_path)
+    (copy / "train-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(data.DatasetError) as error:
+        keras_fmnist.load_fashion_mnist(copy.name)
+    assert str(error.value) == f"{copy / 'train-labels-idx1-ubyte.gz'}: file not found"
+
+
 def test_files_source_reports_all_searched_dirs(monkeypatch, tmp_path):
     monkeypatch.setattr(data, "DEBIAN_DIR", str(tmp_path / "none1"))
     monkeypatch.setattr(data, "KERAS_CACHE_DIR", str(tmp_path / "none2"))

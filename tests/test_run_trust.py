@@ -155,6 +155,20 @@ def test_a_stale_claim_is_taken_over_and_its_temp_files_removed(tmp_path):
     assert claims.read_claim(run_dir) is None
 
 
+def test_a_finished_runs_leftover_temp_files_go_when_it_is_next_handled(tmp_path):
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    (tmp_path / "run" / ".tmp-abc.keras").write_bytes(b"x" * 100)  # a killed --force rerun
+    assert claims.try_claim(run_dir, lambda: {"status": "finished"})[0] == "done"
+    assert not (tmp_path / "run" / ".tmp-abc.keras").exists()
+    # A live owner (here: this process) may be writing its temp files: they stay.
+    state, claim = claims.try_claim(run_dir, lambda: None)
+    (tmp_path / "run" / ".tmp-def.keras").write_bytes(b"x")
+    assert claims.try_claim(run_dir, lambda: {"status": "finished"})[0] == "done"
+    assert (tmp_path / "run" / ".tmp-def.keras").exists()
+    claim.release()
+
+
 def test_a_claim_from_another_host_is_stale_only_when_not_refreshed(tmp_path):
     run_dir = str(tmp_path)
     path = os.path.join(run_dir, claims.CLAIM_FILE)
@@ -193,6 +207,31 @@ def test_an_unreadable_metrics_file_is_retrained_with_a_warning(tmp_path):
     warnings = [line for line in log if line.startswith("warning:")]
     assert warnings == [f"warning: {broken} cannot be read (JSONDecodeError); the run is "
                         "retrained"]
+
+
+def test_the_ray_engines_plan_warns_about_an_unreadable_metrics_file(tmp_path, monkeypatch):
+    from keras_fmnist import ray_engine
+
+    configs = study.plan("augment", RunConfig(artifacts_dir=str(tmp_path), train_limit=300))
+    broken = os.path.join(configs[2].run_dir(), "metrics.json")
+    os.makedirs(os.path.dirname(broken))
+    with open(broken, "w") as f:
+        f.write("{")
+    trials = []
+    monkeypatch.setattr(ray_engine, "_require_ray", lambda: (None, None))
+
+    def fake_trials(ray, tune, runnable, force, threads, workers, gpus, address, progress,
+                    record):
+        trials.extend(runnable)
+        for config in runnable:
+            record(worker.Outcome(worker.TRAINED, config.run_dir(), {}, "trained"))
+
+    monkeypatch.setattr(ray_engine, "_run_trials", fake_trials)
+    log = []
+    ray_engine.run_sweep(configs, 100, 10, log=log.append, step_seconds=0.1)
+    assert len(trials) == 4
+    assert [line for line in log if line.startswith("warning:")] == [
+        f"warning: {broken} cannot be read (JSONDecodeError); the run is retrained"]
 
 
 def test_a_run_claimed_by_a_live_worker_is_not_trained(tmp_path):
@@ -297,8 +336,7 @@ def test_a_changed_setting_retrains_and_a_diverged_run_is_never_a_result(tmp_pat
     assert "already finished" in again.stdout
 
 
-# Claims and engines are backend-independent code: the jax pass keeps CI short without them.
-@pytest.mark.torch_only
+@pytest.mark.cli_orchestration
 def test_two_sweeps_at_once_train_each_run_once(tmp_path):
     args = ["--experiment=augment", "--augment=all", *TINY, f"--artifacts_dir={tmp_path}"]
     first, second = start_cli(*args), start_cli(*args)
@@ -389,7 +427,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing_half_done(tmp_path):
     assert not list(tmp_path.glob("**/.tmp-*")) and not list(tmp_path.glob("**/claim.json"))
 
 
-@pytest.mark.torch_only  # thread division is a torch setting
+@pytest.mark.cli_orchestration
 def test_two_workers_give_the_same_runs_as_one(tmp_path):
     # Two runs, so that two workers are both busy; each run is a process start and an epoch.
     args = ["--experiment=augment", "--augment=mixup", "--seeds=0,1", *TINY]
@@ -410,7 +448,7 @@ def test_two_workers_give_the_same_runs_as_one(tmp_path):
         np.testing.assert_allclose(a["history"]["loss"], b["history"]["loss"], rtol=1e-2)
 
 
-@pytest.mark.torch_only
+@pytest.mark.cli_orchestration
 def test_the_ray_engine_runs_a_tiny_sweep(tmp_path):
     pytest.importorskip("ray", reason="the Ray engine is optional (pip install keras_fmnist[ray])")
     args = ["--experiment=augment", "--augment=mixup", "--seeds=0,1", *TINY,

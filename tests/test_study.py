@@ -143,6 +143,12 @@ def test_report_is_generated_from_recorded_metrics(tmp_path):
     assert "91.23%" in text and "93.69%" in text  # ours and the study's best baseline val
     assert "93.45%" in text and "93.84%" in text  # deform 1+3
     assert "| 1+3 | 91.22% | 92.96% | -1.74 pts |" in text  # final test (fake: val - 0.01)
+    # Other selected stages: still the study's final model beside ours, its stages named.
+    (other,) = study.plan("final", base, layers="3")
+    artifacts.write_json(os.path.join(other.run_dir(), "metrics.json"),
+                         _fake_metrics(other, 0.95))
+    text = open(report.write_report(str(tmp_path))).read()
+    assert "| 3 | 94.00% | 92.96% (its stages 1+3) | +1.04 pts |" in text
     assert "92.79%" in text and "81.50%" in text  # the study's regularisation tests
     assert "partial" not in text
     for figure in ("deform_val_accuracy.png", "regularize_val_accuracy_vs_p.png",
