@@ -64,14 +64,17 @@ case "$cmd" in
     ensure_venv
     # One pytest process per backend (Keras reads KERAS_BACKEND once, at import). The
     # markers are declared in pyproject.toml: torch_only tests need torch's own ops;
-    # not_tensorflow ones use what Keras' TensorFlow backend lacks; backend_independent
+    # cli_orchestration ones (run.py's sweep machinery, no backend code) run once, for
+    # CI time; not_tensorflow ones use what Keras' TensorFlow backend lacks; backend_independent
     # ones run no Keras code and so run once, in the tensorflow pass, where TF is loaded.
     echo "== pytest, KERAS_BACKEND=torch" >&2
     KERAS_BACKEND=torch run_pytest -q -m "not backend_independent" "$@"
     echo "== pytest, KERAS_BACKEND=jax" >&2
-    KERAS_BACKEND=jax run_pytest -q -m "not torch_only and not backend_independent" "$@"
+    KERAS_BACKEND=jax run_pytest -q \
+      -m "not torch_only and not cli_orchestration and not backend_independent" "$@"
     echo "== pytest, KERAS_BACKEND=tensorflow" >&2
-    KERAS_BACKEND=tensorflow run_pytest -q -m "not torch_only and not not_tensorflow" "$@"
+    KERAS_BACKEND=tensorflow run_pytest -q \
+      -m "not torch_only and not cli_orchestration and not not_tensorflow" "$@"
     ;;
   *)
     echo "usage: ./dev.sh run [run.py flags] | ./dev.sh test [pytest args]" >&2

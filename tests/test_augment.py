@@ -629,7 +629,9 @@ class PipelineTest(testing.TestCase):
 
 @pytest.mark.parametrize("layer_class", [MixUp, CutMix])
 @pytest.mark.parametrize("labels", [np.array([1, 4, 2, 0], "int32"),
-                                    np.array([1.0, 4.0, 2.0, 0.0], "float32")])
+                                    np.array([1.0, 4.0, 2.0, 0.0], "float32"),
+                                    np.array([[1], [4], [2], [0]], "int64"),
+                                    np.array([[1.0], [4.0], [2.0], [0.0]], "float32")])
 def test_mixing_rejects_class_indices_with_the_fix(layer_class, labels):
     images = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
     layer = layer_class(seed=0)
@@ -638,3 +640,17 @@ def test_mixing_rejects_class_indices_with_the_fix(layer_class, labels):
     # Inference leaves labels alone, whatever they are.
     out = layer({"images": images, "labels": labels}, training=False)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(out["labels"]), labels)
+
+
+@pytest.mark.parametrize("layer_class", [MixUp, CutMix])
+def test_integer_one_hot_labels_mix_like_float_ones(layer_class):
+    images = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
+    one_hot = np.eye(10, dtype="int32")[[1, 4, 2, 0]]
+    mixed = [
+        keras.ops.convert_to_numpy(
+            layer_class(seed=3)({"images": images, "labels": labels}, training=True)["labels"])
+        for labels in (one_hot, one_hot.astype("float32"))
+    ]
+    assert mixed[0].dtype == np.float32
+    np.testing.assert_allclose(mixed[0], mixed[1])
+    np.testing.assert_allclose(mixed[0].sum(-1), 1.0, rtol=1e-6)

@@ -116,7 +116,7 @@ def test_smoke_run_writes_artifacts(tmp_path):
 SMOKE = ["--train_limit=256", "--test_limit=64", "--epochs=1", "--batch_size=64", "--verbose=0"]
 
 
-@pytest.mark.torch_only  # the jax pass proves the CLI with the baseline smoke run above
+@pytest.mark.cli_orchestration
 def test_deform_run_then_resume_skips_it(tmp_path):
     args = ["--experiment=deform", "--layers=1,3", *SMOKE, f"--artifacts_dir={tmp_path}"]
     first = run_cli(*args)
@@ -135,7 +135,7 @@ def test_deform_run_then_resume_skips_it(tmp_path):
     assert "## 3. Deformable stages" in report and "| 1+3 |" in report
 
 
-@pytest.mark.torch_only
+@pytest.mark.cli_orchestration
 def test_regularize_and_final_runs(tmp_path):
     reg = run_cli("--experiment=regularize", "--regularizer=dropblock", "--p=0.2",
                   "--layers=none", *SMOKE, f"--artifacts_dir={tmp_path}")

@@ -125,13 +125,16 @@ def validate_mixing_args(layer_name, alpha, probability):
 
 def check_soft_labels(layer_name, labels):
     """Mixing needs one-hot (or soft) label vectors: class indices would be averaged as
-    numbers (classes 1 and 4 mixed half and half would become class 2.5)."""
-    dtype = keras.backend.standardize_dtype(labels.dtype)
-    rank = len(labels.shape)
-    if "int" in dtype or dtype == "bool" or rank < 2:
+    numbers (classes 1 and 4 mixed half and half would become class 2.5).
+
+    Indices come as (batch,) or (batch, 1), of any dtype; (batch, num_classes) vectors of
+    any dtype are label vectors (integer one-hot ones are mixed in the compute dtype)."""
+    shape = tuple(labels.shape)
+    if len(shape) < 2 or shape[-1] == 1:
+        dtype = keras.backend.standardize_dtype(labels.dtype)
         raise ValueError(
             f"{layer_name}: labels must be one-hot or soft label vectors of shape "
-            f"(batch, num_classes); got {dtype} labels of shape {tuple(labels.shape)}. "
+            f"(batch, num_classes); got {dtype} labels of shape {shape}, class indices. "
             "One-hot them first, e.g. keras.ops.one_hot(labels, num_classes)."
         )
 
