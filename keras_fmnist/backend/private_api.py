@@ -19,8 +19,9 @@ The touch points (`PRIVATE_TOUCH_POINTS` lists them with why each is needed):
   the order `Functional.call` runs them. Keras has no public graph-walking API.
 - `keras.src.backend.common.stateless_scope.in_stateless_scope`: the fused batch norm
   updates its moving statistics in place, which is only right outside a stateless scope.
-- torch's global forward-hook dicts: a direct graph walk skips `Layer.__call__`, so a hook a
-  user registered would silently not fire; the walk steps aside when any is registered.
+- torch's global forward-hook dicts and a module's own ones: a direct graph walk skips
+  `Layer.__call__`, so a hook a user registered would silently not fire; the walk steps
+  aside when any is registered.
 - Adam's `_backend_update_step`, `_momentums`, `_velocities`, `_get_variable_index`, and
   `torch._fused_adam_`: the fused update of Keras' Adam (see `fuse_adam`); on torch Keras
   swaps in an Adam class of its private `keras.src.backend.torch.optimizers` module, which
@@ -52,8 +53,9 @@ PRIVATE_TOUCH_POINTS = {
     "execution order (no public graph API)",
     "keras in_stateless_scope": "fused batch norm updates moving statistics in place only "
     "outside a stateless scope",
-    "torch.nn.modules.module._global_forward_hooks (and _pre_hooks)": "the graph walk steps "
-    "aside when a user registered a global hook, so hooks always fire",
+    "torch.nn.modules.module._global_forward_hooks (and _pre_hooks), Module._forward_hooks "
+    "(and _forward_pre_hooks)": "the graph walk steps aside when a user registered a global "
+    "or per-layer hook, so hooks always fire",
     "keras Adam._backend_update_step / _momentums / _velocities / _get_variable_index": "the "
     "fused Adam update replaces Keras' per-step update and reads its moment variables",
     "torch._fused_adam_": "one fused kernel for the whole Adam update (torch.optim uses it "
