@@ -52,6 +52,31 @@ def cases_for_this_backend():
 
 
 @pytest.fixture(scope="session")
+def run_cli_cases():
+    """Starts `run.py` once per (args, env) case, all at once (each process ends at its first
+    check, so they overlap well), and returns each one's (returncode, stderr), in order."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(cases):
+        processes = [
+            subprocess.Popen([sys.executable, os.path.join(root, "run.py"), *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=root, env={**os.environ, **(env or {})})
+            for args, env in cases
+        ]
+        results = []
+        for process in processes:
+            _, stderr = process.communicate(timeout=600)
+            results.append((process.returncode, stderr))
+        return results
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def fashion_mnist():
     try:
         return keras_fmnist.load_fashion_mnist(source="files")

@@ -40,19 +40,14 @@ BAD_INPUT = [
 ]
 
 
-def test_bad_input_is_one_line_and_exit_code_2(tmp_path, cases_for_this_backend):
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, cases_for_this_backend,
+                                               run_cli_cases):
     # A flag parser error, a data error, a recipe check.
     cases = cases_for_this_backend(BAD_INPUT, representative=[0, 7, 9])
-    # All at once: each process ends at its first check, so they overlap well.
-    processes = [
-        subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), *args,
-                          f"--artifacts_dir={tmp_path}"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        for args, _ in cases
-    ]
-    for (args, expected), process in zip(cases, processes):
-        _, stderr = process.communicate(timeout=600)
-        assert process.returncode == 2, (args, stderr)
+    results = run_cli_cases(
+        [([*args, f"--artifacts_dir={tmp_path}"], None) for args, _ in cases])
+    for (args, expected), (code, stderr) in zip(cases, results):
+        assert code == 2, (args, stderr)
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert len(lines) == 1, (args, stderr)
         assert expected in lines[0]

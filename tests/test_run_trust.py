@@ -350,23 +350,9 @@ def test_two_sweeps_at_once_train_each_run_once(tmp_path):
     assert not list(tmp_path.glob("*/*/claim.json"))
 
 
-def run_cli_cases(cases, tmp_path):
-    """Runs every (args, env) case at once (each is one process that ends early) and returns
-    the CompletedProcess-like (returncode, stderr) of each, in order."""
-    processes = []
-    for i, (args, env) in enumerate(cases):
-        processes.append(subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "run.py"), *args], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **(env or {})}))
-    results = []
-    for process in processes:
-        _, stderr = process.communicate(timeout=600)
-        results.append((process.returncode, stderr))
-    return results
-
-
 def test_user_errors_are_one_line_and_exit_2_before_any_work(tmp_path, data_dir,
-                                                           cases_for_this_backend):
+                                                           cases_for_this_backend,
+                                                           run_cli_cases):
     import torch
 
     a_file = tmp_path / "file"
@@ -403,7 +389,7 @@ def test_user_errors_are_one_line_and_exit_2_before_any_work(tmp_path, data_dir,
         if not any(a.startswith("--artifacts_dir") for a in args):
             args = [*args, f"--artifacts_dir={out}/{i}"]
         runs.append(([*args, "--epochs=1", "--verbose=0"], env))
-    for (args, _, expected), (code, stderr) in zip(cases, run_cli_cases(runs, tmp_path)):
+    for (args, _, expected), (code, stderr) in zip(cases, run_cli_cases(runs)):
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1, (args, stderr[-2000:])
         assert lines[0].startswith("run.py: error: ") and expected in lines[0], lines[0]
