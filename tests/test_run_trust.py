@@ -306,16 +306,23 @@ def test_rows_over_seeds_show_mean_std_and_n(tmp_path):
 
 def test_a_changed_setting_retrains_and_a_diverged_run_is_never_a_result(tmp_path):
     args = ["--experiment=baseline", *TINY, f"--artifacts_dir={tmp_path}"]
-    good = run_cli(*args)
-    assert good.returncode == 0, good.stderr[-3000:]
-    # So large that the first Adam step overflows float32 on every backend (1e30 still
-    # leaves finite logits behind batch norm on jax).
-    bad = run_cli(*args, "--learning_rate=1e38")
-    assert bad.returncode == 1, bad.stderr[-3000:]
-    (line,) = status_lines(bad.stdout)
+    # Both at once (the runs have different identities, so different directories); so large
+    # a rate that the first Adam step overflows float32 on every backend (1e30 still leaves
+    # finite logits behind batch norm on jax).
+    good, bad = start_cli(*args), start_cli(*args, "--learning_rate=1e38")
+    (good_out, good_err), (bad_out, bad_err) = (p.communicate(timeout=600) for p in (good, bad))
+    assert good.returncode == 0, good_err[-3000:]
+    assert "(trained)" in status_lines(good_out)[0]
+    assert bad.returncode == 1, bad_err[-3000:]
+    (line,) = status_lines(bad_out)
     assert "(diverged): training loss not finite at epoch 1" in line
-    assert bad.stderr.strip().splitlines()[-1].startswith("run.py: error: 1 run(s) did not "
-                                                          "finish: ")
+    assert bad_err.strip().splitlines()[-1].startswith("run.py: error: 1 run(s) did not "
+                                                       "finish: ")
+    # Asked again, the diverged run is recorded, not retrained, and still fails the command
+    # (and this last command's REPORT.md has seen both runs).
+    again = run_cli(*args, "--learning_rate=1e38")
+    assert again.returncode == 1 and "(diverged)" in status_lines(again.stdout)[0]
+    assert "already finished" in again.stdout
     dirs = sorted((tmp_path / "baseline").iterdir())
     assert len(dirs) == 2  # the new learning rate got its own directory
     records = {d: strict_json(d / "metrics.json") for d in dirs}
@@ -330,10 +337,6 @@ def test_a_changed_setting_retrains_and_a_diverged_run_is_never_a_result(tmp_pat
     baseline_table = text.split("## 2.")[0]
     assert diverged[0].name not in baseline_table
     assert "## Diverged runs" in text and diverged[0].name in text.split("## Diverged runs")[1]
-    # Asked again, the diverged run is recorded, not retrained, and still fails the command.
-    again = run_cli(*args, "--learning_rate=1e38")
-    assert again.returncode == 1 and "(diverged)" in status_lines(again.stdout)[0]
-    assert "already finished" in again.stdout
 
 
 @pytest.mark.cli_orchestration
