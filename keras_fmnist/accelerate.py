@@ -110,6 +110,11 @@ def accelerate(model, verbose=False):
     return AcceleratedModel(model, plan=plan, decisions=decisions)
 
 
+def _stock_model_attribute(name):
+    """A read-only attribute of `AcceleratedModel` that is its stock model's own."""
+    return property(lambda self: getattr(self.stock_model, name))
+
+
 @keras.saving.register_keras_serializable(package="keras_fmnist")
 class AcceleratedModel(keras.Model):
     """A stock functional model run by `accelerate`'s plan on torch (see the module).
@@ -145,27 +150,13 @@ class AcceleratedModel(keras.Model):
         """The per-layer `Decision`s of the plan."""
         return list(self._decisions)
 
-    @property
-    def layers(self):
-        return self.stock_model.layers
-
-    # The stock graph's tensors, so that `keras.Model(model.inputs, [model.get_layer(name)
-    # .output, ...])` taps an accelerated model as it taps the stock one.
-    @property
-    def inputs(self):
-        return self.stock_model.inputs
-
-    @property
-    def outputs(self):
-        return self.stock_model.outputs
-
-    @property
-    def input(self):
-        return self.stock_model.input
-
-    @property
-    def output(self):
-        return self.stock_model.output
+    # The stock model's layers and graph tensors, so that `keras.Model(model.inputs,
+    # [model.get_layer(name).output, ...])` taps an accelerated model as it taps the stock one.
+    layers = _stock_model_attribute("layers")
+    inputs = _stock_model_attribute("inputs")
+    outputs = _stock_model_attribute("outputs")
+    input = _stock_model_attribute("input")
+    output = _stock_model_attribute("output")
 
     def get_layer(self, name=None, index=None):
         return self.stock_model.get_layer(name=name, index=index)
