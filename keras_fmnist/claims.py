@@ -170,16 +170,16 @@ def try_claim(run_dir, finished):
     path = os.path.join(run_dir, CLAIM_FILE)
     with _locked(run_dir):
         done = finished()
+        info = read_claim(run_dir)
+        owner_alive = info is not None and not is_stale(info, path)
         if done:
-            info = read_claim(run_dir)
-            if info is None or is_stale(info, path):
+            if not owner_alive:
                 # Nobody writes here now: a temp file is what a killed save left behind.
                 remove_temp_files(run_dir)
             return "done", done
-        info = read_claim(run_dir)
+        if owner_alive:
+            return "claimed", info
         if info is not None:
-            if not is_stale(info, path):
-                return "claimed", info
             os.remove(path)
         info = owner_info()
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
