@@ -69,6 +69,10 @@ case "$cmd" in
     # ones run no Keras code and so run once, in the tensorflow pass, where TF is loaded.
     echo "== pytest, KERAS_BACKEND=torch" >&2
     KERAS_BACKEND=torch run_pytest -q -m "not backend_independent" "$@"
+    # The float64-reference tests once more with torch's AVX2 kernels: an AVX-512 machine
+    # then also checks what an AVX2-only CPU computes (their float32 sums differ).
+    echo "== pytest, KERAS_BACKEND=torch ATEN_CPU_CAPABILITY=avx2, numerics" >&2
+    KERAS_BACKEND=torch ATEN_CPU_CAPABILITY=avx2 run_pytest -q -m numerics "$@"
     echo "== pytest, KERAS_BACKEND=jax" >&2
     KERAS_BACKEND=jax run_pytest -q \
       -m "not torch_only and not cli_orchestration and not backend_independent" "$@"

@@ -17,6 +17,9 @@ The touch points (`PRIVATE_TOUCH_POINTS` lists them with why each is needed):
 
 - `Function._nodes_by_depth`: a functional model's nodes with their argument tensors, in
   the order `Functional.call` runs them. Keras has no public graph-walking API.
+- `Functional._standardize_inputs`: the cast and rank adjustment a functional model applies
+  to its inputs, so that `accelerate` runs the plan on exactly what the stock model would
+  (integer or float64 images, images without their channel axis).
 - `keras.src.backend.common.stateless_scope.in_stateless_scope`: the fused batch norm
   updates its moving statistics in place, which is only right outside a stateless scope.
 - torch's global forward-hook dicts and a module's own ones: a direct graph walk skips
@@ -26,9 +29,11 @@ The touch points (`PRIVATE_TOUCH_POINTS` lists them with why each is needed):
   `torch._fused_adam_`: the fused update of Keras' Adam (see `fuse_adam`); on torch Keras
   swaps in an Adam class of its private `keras.src.backend.torch.optimizers` module, which
   `is_keras_adam` recognises by its module path.
-- `torch.native_batch_norm`: the ATen batch-norm kernel that returns the batch mean and
-  inverse standard deviation it computed (the public `batch_norm` does not), so the moving
-  statistics are updated without a second pass over the batch.
+- `torch.native_batch_norm` and `torch.ops.aten.native_batch_norm_backward`: the ATen
+  batch-norm kernels, which return the batch mean and inverse standard deviation they
+  computed (the public `batch_norm` does not) and take them back in the backward pass; the
+  accelerated batch norm (`keras_fmnist.accelerate.batch_norm`) centres their inputs first;
+  `torch.ops.aten.threshold_backward`, a ReLU's backward, for batch norm + ReLU as one op.
 """
 
 import functools
@@ -51,6 +56,8 @@ PRIVATE_TOUCH_POINTS = {
     "DropBlock schedule",
     "keras Function._nodes_by_depth": "the graph walk: nodes with their arguments in "
     "execution order (no public graph API)",
+    "keras Functional._standardize_inputs": "accelerate takes inputs exactly as the stock "
+    "model does (cast to the Input's dtype, a missing channel axis added)",
     "keras in_stateless_scope": "fused batch norm updates moving statistics in place only "
     "outside a stateless scope",
     "torch.nn.modules.module._global_forward_hooks (and _pre_hooks), Module._forward_hooks "
@@ -64,6 +71,10 @@ PRIVATE_TOUCH_POINTS = {
     "not exported; recognised so that a compiled Adam is fused",
     "torch.native_batch_norm": "batch norm returning the batch statistics it computed (the "
     "public batch_norm does not), for Keras' moving-statistics update without a second pass",
+    "torch.ops.aten.native_batch_norm_backward": "the fused backward kernel, fed centred "
+    "gradients by the accelerated batch norm (the public API has no backward to call)",
+    "torch.ops.aten.threshold_backward": "a ReLU's backward in one pass, for batch norm + "
+    "ReLU as one op",
 }
 
 
@@ -115,6 +126,13 @@ def functional_nodes(model):
     return nodes
 
 
+def standardize_functional_inputs(model, inputs):
+    """What `Functional.call` does to its inputs before running the graph: a flat list of
+    tensors, one per model input, cast to that input's dtype, with a missing trailing axis
+    of size 1 added (or an extra one removed). Raises ValueError where they do not fit."""
+    return model._standardize_inputs(inputs)
+
+
 def in_stateless_scope():
     from keras.src.backend.common.stateless_scope import in_stateless_scope as active
 
@@ -138,6 +156,24 @@ def native_batch_norm(x, weight, bias, running_mean, running_var, training, mome
 
     return torch.native_batch_norm(x, weight, bias, running_mean, running_var, training,
                                    momentum, eps)
+
+
+def threshold_backward(dy, output, threshold):
+    """`aten::threshold_backward`: dy where output > threshold, else 0, in one pass (a
+    ReLU's backward, given its output)."""
+    import torch
+
+    return torch.ops.aten.threshold_backward(dy, output, threshold)
+
+
+def native_batch_norm_backward(dy, x, weight, save_mean, save_invstd, eps, output_mask):
+    """`aten::native_batch_norm_backward` in training mode: (dx, dweight, dbias), each None
+    where `output_mask` says it is not needed."""
+    import torch
+
+    return torch.ops.aten.native_batch_norm_backward(
+        dy, x, weight, None, None, save_mean, save_invstd, True, eps, list(output_mask)
+    )
 
 
 # --- Adam, fused ---------------------------------------------------------------------------
