@@ -277,6 +277,18 @@ def check_recipe(config):
               f"--epochs={config.epochs}")
 
 
+def check_layout(config):
+    """One line and exit 2 for a layout this backend cannot run here (channels-first on a
+    TensorFlow CPU without oneDNN)."""
+    from keras_fmnist.backend import layout
+    from keras_fmnist.models.resnet import default_data_format
+
+    try:
+        layout.check_channels_first(config.data_format or default_data_format(), "--data_format")
+    except ValueError as e:
+        _fail(e)
+
+
 def check_artifacts_dir(path):
     """One line and exit 2 unless `path` is (or can be made) a writable directory."""
     if os.path.exists(path) and not os.path.isdir(path):
@@ -319,6 +331,7 @@ def main(argv):
 
     base = config_from_flags()
     check_recipe(base)
+    check_layout(base)
     if "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow"):
         _import_tensorflow_quietly()
     seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None

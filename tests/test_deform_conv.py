@@ -14,11 +14,15 @@ import keras
 from keras import ops
 from keras.src import testing
 
+from keras_fmnist.backend.layout import channels_first_unsupported
 from keras_fmnist.bench import deform_conv as bench
 from keras_fmnist.layers import DeformConv2D
 from keras_fmnist.ops import deform_conv2d
 from keras_fmnist.ops.deform_conv import conv_output_size
 from keras_fmnist.ops.deform_conv import select_implementation
+from helpers import assert_within
+from helpers import numerics
+from helpers import relative_error
 
 BACKEND = keras.backend.backend()
 
@@ -292,6 +296,46 @@ def test_keras_matches_torchvision_forward_and_gradients(setting):
                                    atol=1e-4 * scale, rtol=0, err_msg=name)
 
 
+def _forward_and_gradients(case, implementation, strides, padding, dilation, dtype):
+    """The op's output and the gradients of (output * upstream).sum() w.r.t. every input."""
+    import torch
+
+    leaves = {k: keras.ops.convert_to_tensor(v.astype(dtype)).requires_grad_(True)
+              for k, v in case.items()}
+    out = deform_conv2d(**leaves, strides=strides, padding=padding, dilation_rate=dilation,
+                        implementation=implementation)
+    upstream = np.random.default_rng(11).standard_normal(tuple(out.shape)).astype(dtype)
+    grads = torch.autograd.grad((out * keras.ops.convert_to_tensor(upstream)).sum(),
+                                list(leaves.values()))
+    return [out.detach().cpu().numpy()] + [g.cpu().numpy() for g in grads]
+
+
+@requires_torch
+@numerics
+@pytest.mark.parametrize("setting", PARITY_CASES, ids=lambda s: "-".join(
+    f"{k}{v}" for k, v in s.items()))
+def test_torchvision_path_is_as_accurate_as_the_keras_path(setting):
+    """Against the op in float64 (the keras implementation; torchvision's own float64 kernel
+    agrees with it to ~1e-15): torchvision's float32 output and every gradient within 10x
+    of the keras implementation's float32 error."""
+    setting = dict(setting)
+    with_mask = setting.pop("with_mask", True)
+    padding = setting.pop("padding", 1)
+    case = _case(10, filters=6, padding=padding, dtype="float64", **setting)
+    if not with_mask:
+        del case["mask"]
+    args = (setting["strides"], padding, setting["dilation"])
+    truth = _forward_and_gradients(case, "keras", *args, "float64")
+    errors = {
+        impl: [relative_error(v, t) for v, t in
+               zip(_forward_and_gradients(case, impl, *args, "float32"), truth)]
+        for impl in ("keras", "torchvision")
+    }
+    for name, stock, fast in zip(["forward", *case], errors["keras"], errors["torchvision"]):
+        assert stock < 1e-4, f"{name}: keras float32 error {stock:.1e}"
+        assert_within(fast, stock, 10, f"{setting} {name}")
+
+
 # ------------------------------------------------------------------------ layer
 
 
@@ -434,12 +478,18 @@ class DeformConv2DLayerTest(testing.TestCase):
 ])
 @pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "same"), (1, 1), (2, "valid")])
 def test_channels_first_layer_equals_channels_last(implementation, strides, padding):
+    """Where the backend runs channels-first convolutions; elsewhere building one is refused
+    with the reason (TensorFlow on a CPU without oneDNN)."""
     x = np.random.default_rng(5).standard_normal((2, 7, 6, 4)).astype("float32")
     last = DeformConv2D(5, 3, strides=strides, padding=padding, use_bias=True,
                         implementation=implementation, data_format="channels_last")
     first = DeformConv2D(5, 3, strides=strides, padding=padding, use_bias=True,
                          implementation=implementation, data_format="channels_first")
     last.build(x.shape)
+    if channels_first_unsupported():
+        with pytest.raises(ValueError, match="channels_first' cannot run here: TensorFlow"):
+            first.build((2, 4, 7, 6))
+        return
     first.build((2, 4, 7, 6))
     rng = np.random.default_rng(6)
     weights = [w + 0.3 * rng.standard_normal(w.shape) for w in last.get_weights()]

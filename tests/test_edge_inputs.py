@@ -44,6 +44,7 @@ def test_deform_conv2d_computes_integer_and_float_images_in_its_compute_dtype(dt
     assert np.abs(reference).sum() > 0
     # Pixel values 0..255 are exact in every dtype here (float16 included), so the result is
     # the float32 input's, not zeros (jax's integer path) and not a dtype error (torch).
+    # Outputs reach ~2e2 here: atol 1e-3 is ~5e-6 of the largest.
     np.testing.assert_allclose(_np(out), reference, rtol=1e-5, atol=1e-3)
 
 
@@ -55,6 +56,7 @@ def test_deform_conv2d_op_samples_integer_images_as_floats(dtype):
     expected = _np(deform_conv2d(_images("float32"), offset, kernel, padding="same"))
     out = deform_conv2d(_images(dtype), offset, kernel, padding="same")
     assert _dtype(out) == "float32"
+    # Outputs reach ~1.3e3 here: atol 1e-3 is ~1e-6 of the largest.
     np.testing.assert_allclose(_np(out), expected, rtol=1e-5, atol=1e-3)
 
 
@@ -86,6 +88,9 @@ def test_regularizers_scale_integer_and_float_inputs_in_the_compute_dtype(make_l
         kept = out != 0
         assert kept.any()
         scales = out[kept] / x.astype("float32")[kept]
+        # Each scale is out / x recomputed from float32 values of x up to 255: the quotient
+        # carries float32 rounding of both (~1e-7); 1e-3 only has to tell 1/(1-p) from an
+        # integer-truncated scale, which differs by > 1e-2.
         np.testing.assert_allclose(scales, scales.max(), rtol=1e-3)
         assert scales.max() > 1.0 and not float(scales.max()).is_integer()
 

@@ -431,7 +431,9 @@ def test_two_workers_give_the_same_runs_as_one(tmp_path):
         a = strict_json(tmp_path / "one" / "augment" / name / "metrics.json")
         b = strict_json(tmp_path / "two" / "augment" / name / "metrics.json")
         assert a["identity"] == b["identity"]
-        # One thread per worker instead of two: float sums may round differently.
+        # One thread per worker instead of two: float sums round differently and training
+        # amplifies it, so an image may flip class: accuracies are held to two images of
+        # the 30 and 64, the loss to 1e-2 (an earlier audit saw identical accuracies).
         assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=2 / 30)
         assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=2 / 64)
         np.testing.assert_allclose(a["history"]["loss"], b["history"]["loss"], rtol=1e-2)

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_fmnist.backend import layout
 from keras_fmnist.ops.deform_conv import IMPLEMENTATIONS
 from keras_fmnist.ops.deform_conv import _pair
 from keras_fmnist.ops.deform_conv import conv_output_size
@@ -39,7 +40,9 @@ class DeformConv2D(keras.layers.Layer):
         use_bias: bool, whether the deformable convolution adds a bias. Defaults to False.
         implementation: "auto", "keras" or "torchvision"; see `deform_conv2d`.
         data_format: "channels_last" (N, H, W, C) or "channels_first" (N, C, H, W), as
-            Keras' `Conv2D`. Defaults to `keras.config.image_data_format()`.
+            Keras' `Conv2D`. Defaults to `keras.config.image_data_format()`. Building a
+            channels_first layer raises ValueError where the backend cannot run it
+            (TensorFlow on a CPU without its oneDNN kernels).
         kernel_initializer, bias_initializer: initializers of the main convolution.
         kernel_regularizer, bias_regularizer: regularizers of the main convolution.
         kernel_constraint, bias_constraint: constraints of the main convolution.
@@ -149,6 +152,7 @@ class DeformConv2D(keras.layers.Layer):
         return -1 if self.data_format == "channels_last" else 1
 
     def build(self, input_shape):
+        layout.check_channels_first(self.data_format, f"DeformConv2D {self.name!r}")
         channels = input_shape[self._channel_axis]
         if channels is None:
             raise ValueError(

@@ -25,6 +25,7 @@ variant.
 
 import keras
 
+from keras_fmnist.backend import layout
 from keras_fmnist.layers.deform_conv2d import DeformConv2D
 from keras_fmnist.layers.drop_block import DropBlock2D
 from keras_fmnist.layers.stochastic_depth import StochasticDepth
@@ -239,7 +240,8 @@ def build_resnet18(
             with these (the training set's) statistics inside the model.
         data_format: "channels_last" or "channels_first" for the internal layers; the model's
             input is channels-last either way. None: `default_data_format()`, the faster one
-            for the backend (channels_first on torch).
+            for the backend (channels_first on torch). channels_first is refused (ValueError)
+            where the backend cannot run it (TensorFlow on a CPU without its oneDNN kernels).
         seed: seed for the regularisers' random layers.
         name: the model's name.
 
@@ -262,6 +264,7 @@ def build_resnet18(
         raise ValueError(
             f"data_format must be 'channels_last' or 'channels_first'; got {data_format!r}"
         )
+    layout.check_channels_first(data_format, "build_resnet18")
 
     num_blocks = stages * BLOCKS_PER_STAGE
     drop_path_rates = [0.0] * num_blocks
