@@ -94,3 +94,19 @@ def test_optimizer_update_times_reports_both_sides():
     assert sides["keras_adam"]["median"] > 0 and sides["fused_adam"]["median"] > 0
     if keras.backend.backend() == "torch":
         assert r["default"]["fused_counts"]["fused"] == 2  # warm-up + 1 timed
+
+
+@torch_only
+def test_batch_norm_benchmark_runs_every_candidate_and_restores_the_chosen_op():
+    from keras_fmnist.accelerate import kernels
+    from keras_fmnist.bench import batch_norm as bench_batch_norm
+
+    chosen = kernels.batch_norm_training
+    isolated = bench_batch_norm.isolated_errors(cases=[((4, 3, 5, 5), 0.0, 1.0)])
+    (rows,) = isolated.values()
+    assert set(rows) == {"native", "contiguous", "float64", "accelerate", "exact_statistics",
+                         "stock_keras_formula"}
+    assert all(0 <= e < 1e-3 for errors in rows.values() for e in errors.values())
+    times = bench_batch_norm.step_times(repeats=1, steps=1, batch_size=4)
+    assert set(times) == {"native", "contiguous", "accelerate", "exact_statistics"}
+    assert kernels.batch_norm_training is chosen

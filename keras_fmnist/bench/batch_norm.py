@@ -49,25 +49,30 @@ from keras_fmnist.backend import private_api
 def _candidates():
     import torch
 
-    def native(x, gamma, beta, epsilon):
-        return private_api.native_batch_norm(x, gamma, beta, None, None, True, 0.0, epsilon)
+    # Each takes `relu` as the accelerated op does (a ReLU on its output, in place).
+    def native(x, gamma, beta, epsilon, relu=False):
+        y, mean, invstd = private_api.native_batch_norm(
+            x, gamma, beta, None, None, True, 0.0, epsilon)
+        return (y.relu_() if relu else y), mean, invstd
 
-    def contiguous(x, gamma, beta, epsilon):
-        return native(x.contiguous(), gamma, beta, epsilon)
+    def contiguous(x, gamma, beta, epsilon, relu=False):
+        return native(x.contiguous(), gamma, beta, epsilon, relu)
 
-    def float64(x, gamma, beta, epsilon):
-        y, mean, invstd = native(x.double(), gamma.double(), beta.double(), epsilon)
+    def float64(x, gamma, beta, epsilon, relu=False):
+        y, mean, invstd = native(x.double(), gamma.double(), beta.double(), epsilon, relu)
         return y.to(x.dtype), mean.to(x.dtype), invstd.to(x.dtype)
 
     class ExactStatistics(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, gamma, beta, epsilon):
+        def forward(ctx, x, gamma, beta, epsilon, relu):
             mean = x.sum((0, 2, 3)).div_(x.numel() // x.shape[1])
             deviation = x - mean.view(1, -1, 1, 1)
             variance = deviation.square_().sum((0, 2, 3)).div_(x.numel() // x.shape[1])
             y = torch.batch_norm(x, gamma, beta, mean, variance, False, 0.0, epsilon, False)
+            if relu:
+                y = y.relu_()
             invstd = (variance + epsilon).rsqrt_()
-            ctx.save_for_backward(x, gamma, mean, invstd)
+            ctx.save_for_backward(x, gamma, mean, invstd, y if relu else None)
             ctx.epsilon = epsilon
             ctx.mark_non_differentiable(mean, invstd)
             return y, mean, invstd
@@ -75,8 +80,8 @@ def _candidates():
         # The chosen op's backward, given these statistics.
         backward = staticmethod(accelerated_batch_norm._function().backward)
 
-    def exact_statistics(x, gamma, beta, epsilon):
-        return ExactStatistics.apply(x, gamma, beta, epsilon)
+    def exact_statistics(x, gamma, beta, epsilon, relu=False):
+        return ExactStatistics.apply(x, gamma, beta, epsilon, relu)
 
     return {
         "native": native,
