@@ -40,6 +40,13 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             self.best, self.best_epoch = float(value), epoch + 1
             artifacts.save_model(self.model, self.path)
 
+    def get_state(self):
+        """What a resumed training needs (`keras_fmnist.resume`)."""
+        return {"best": self.best, "best_epoch": self.best_epoch}, {}
+
+    def set_state(self, state, arrays):
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
 
 class HistoryCSV(keras.callbacks.Callback):
     """Rewrites the whole history CSV after every epoch (atomically, so never half a row)."""
@@ -62,6 +69,13 @@ class HistoryCSV(keras.callbacks.Callback):
         writer.writeheader()
         writer.writerows(self.rows)
         artifacts.write_text(self.path, buffer.getvalue())
+
+    def get_state(self):
+        """What a resumed training needs (`keras_fmnist.resume`): the rows so far."""
+        return {"rows": self.rows}, {}
+
+    def set_state(self, state, arrays):
+        self.rows = [dict(row) for row in state["rows"]]
 
 
 class Throughput(keras.callbacks.Callback):
@@ -86,6 +100,13 @@ class Throughput(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._stop()
+
+    def get_state(self):
+        """What a resumed training needs (`keras_fmnist.resume`)."""
+        return {"train_seconds": self.train_seconds}, {}
+
+    def set_state(self, state, arrays):
+        self.train_seconds = list(state["train_seconds"])
 
     @property
     def images_per_second(self):

@@ -1,16 +1,18 @@
 """Run claims: one worker trains a run, however many sweeps or machines share the artifacts.
 
-A worker claims a run before training it by creating `<run dir>/claim.json` exclusively
-(`O_CREAT | O_EXCL`), holding its host, pid, the process's start time and the claim's start
-time. The check "finished? claimed? stale?" and the creation happen under an advisory lock
-on `<run dir>/.lock` (`fcntl.flock`; the kernel releases it when a process dies), so two workers
-can never both decide a run is theirs.
+A worker claims a run before training it by creating its claim file
+`<experiment>/.claims/<name>.json` exclusively (`O_CREAT | O_EXCL`), holding its host, pid, the
+process's start time and the claim's start time. The check "finished? claimed? stale?" and
+the creation happen under an advisory lock on `<experiment>/.claims/<name>.lock`
+(`fcntl.flock`; the kernel releases it when a process dies), so two workers can never both
+decide a run is theirs. Claim and lock live beside the run's directory, not in it: a run is
+replaced by swapping its directory (`keras_fmnist.staging`), and they must stay put.
 
 A claim is stale when its process is gone: on the same host, no process with its pid and
 start time exists; on another host (a Ray cluster on shared storage), its owner has not
 touched the claim for `STALE_AFTER_SECONDS` (owners touch it every epoch through
-`ClaimHeartbeat`). A stale claim is taken over, and the run's leftover `.tmp-*` files (a kill
-during an atomic write) are removed then.
+`ClaimHeartbeat`). A stale claim is taken over; an interrupted swap is completed or undone
+then (`staging.recover`), and leftover `.tmp-*` files (a kill during an atomic write) removed.
 """
 
 import contextlib
@@ -24,8 +26,9 @@ import time
 
 import keras
 
-CLAIM_FILE = "claim.json"
-LOCK_FILE = ".lock"
+from keras_fmnist import staging
+
+CLAIMS_DIR = ".claims"
 # Longer than any epoch of the study on the slowest machine measured (about 6 min on a loaded
 # 2-core CPU), so a live owner on another host always refreshes its claim in time.
 STALE_AFTER_SECONDS = 3600
@@ -78,9 +81,23 @@ def is_stale(info, claim_path, now=None):
     return ticks is not None and _process_start_ticks(pid) not in (None, ticks)
 
 
+def _claims_path(run_dir, suffix):
+    parent, name = os.path.split(os.path.abspath(run_dir))
+    return os.path.join(parent, CLAIMS_DIR, name + suffix)
+
+
+def claim_path(run_dir):
+    """The run's claim file: `<experiment>/.claims/<name>.json`."""
+    return _claims_path(run_dir, ".json")
+
+
+def lock_path(run_dir):
+    return _claims_path(run_dir, ".lock")
+
+
 def read_claim(run_dir):
     """The claim's content, {} for an unreadable claim file, or None when unclaimed."""
-    path = os.path.join(run_dir, CLAIM_FILE)
+    path = claim_path(run_dir)
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -93,7 +110,7 @@ def read_claim(run_dir):
 def live_claim(run_dir):
     """The claim of a live owner, or None (unclaimed or stale)."""
     info = read_claim(run_dir)
-    if info is None or is_stale(info, os.path.join(run_dir, CLAIM_FILE)):
+    if info is None or is_stale(info, claim_path(run_dir)):
         return None
     return info
 
@@ -104,7 +121,8 @@ def describe(info):
 
 @contextlib.contextmanager
 def _locked(run_dir):
-    with open(os.path.join(run_dir, LOCK_FILE), "a") as f:
+    os.makedirs(os.path.dirname(lock_path(run_dir)), exist_ok=True)
+    with open(lock_path(run_dir), "a") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -131,7 +149,7 @@ class Claim:
 
     @property
     def path(self):
-        return os.path.join(self.run_dir, CLAIM_FILE)
+        return claim_path(self.run_dir)
 
     def touch(self):
         with contextlib.suppress(OSError):
@@ -145,9 +163,11 @@ class Claim:
 
 
 def remove_temp_files(run_dir):
-    """Removes `.tmp-*` files left by a process killed during an atomic write."""
+    """Removes `.tmp-*` files left by a process killed during an atomic write, in the run's
+    directory and its staging directory."""
     removed = []
-    for path in glob.glob(os.path.join(run_dir, ".tmp-*")):
+    paths = [os.path.join(d, ".tmp-*") for d in (run_dir, staging.staging_dir(run_dir))]
+    for path in [p for pattern in paths for p in glob.glob(pattern)]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
             removed.append(path)
@@ -158,24 +178,25 @@ def try_claim(run_dir, finished):
     """Claims `run_dir` unless it is finished or claimed by a live owner.
 
     Args:
-        run_dir: the run's directory (created if missing).
+        run_dir: the run's directory (it need not exist).
         finished: a function returning a truthy value (e.g. the recorded metrics) when the run
-            is finished; called under the lock, right before claiming.
+            is finished; called under the lock, right before claiming, after an interrupted
+            swap of the run's directory has been completed or undone.
 
     Returns:
         ("done", value of finished()), ("claimed", the live owner's info) or
         ("claim", a Claim now held by this process).
     """
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, CLAIM_FILE)
+    path = claim_path(run_dir)
     with _locked(run_dir):
-        done = finished()
         info = read_claim(run_dir)
         owner_alive = info is not None and not is_stale(info, path)
+        if not owner_alive:
+            # Nobody writes here now: finish what a killed owner left half done.
+            staging.recover(run_dir)
+            remove_temp_files(run_dir)
+        done = finished()
         if done:
-            if not owner_alive:
-                # Nobody writes here now: a temp file is what a killed save left behind.
-                remove_temp_files(run_dir)
             return "done", done
         if owner_alive:
             return "claimed", info
@@ -187,7 +208,6 @@ def try_claim(run_dir, finished):
             json.dump(info, f)
             f.flush()
             os.fsync(f.fileno())
-        remove_temp_files(run_dir)
     claim = Claim(run_dir, info)
     _HELD[claim.path] = claim
     return "claim", claim

@@ -23,6 +23,7 @@ from keras_fmnist import callbacks as fm_callbacks
 from keras_fmnist import pipeline
 from keras_fmnist import plots
 from keras_fmnist import run_identity
+from keras_fmnist import staging
 from keras_fmnist import training
 from keras_fmnist.data import CLASS_NAMES
 from keras_fmnist.data import NUM_CLASSES
@@ -307,12 +308,16 @@ def versions():
     return out
 
 
-def train_model(config, data, extra_callbacks=()):
+def train_model(config, data, extra_callbacks=(), output_dir=None, identity_hash=None):
     """Builds, compiles and fits the run's model; returns (model, fit result, diverged_at).
 
     `diverged_at` is None, or where the training loss first stopped being finite
     ({"epoch", "batch"}): training stops there (`callbacks.StopOnNonFiniteLoss`).
+    History, best model and the mid-run checkpoint (`<output_dir>/resume`) go to
+    `output_dir` (default: the run's directory); a checkpoint there with this
+    `identity_hash` is resumed from.
     """
+    output_dir = output_dir or config.run_dir()
     x_train, y_train = data["train"]
     mean, variance = pipeline.standardisation_stats(x_train)
     model, weights_report = build_model(config, mean, variance)
@@ -334,7 +339,8 @@ def train_model(config, data, extra_callbacks=()):
         callbacks.append(DropBlockSchedule(total_steps=config.epochs * len(train_batches)))
     fit = training.fit(
         model, train_batches, val_batches, epochs=config.epochs, patience=config.patience,
-        run_dir=config.run_dir(), extra_callbacks=callbacks, verbose=config.verbose,
+        run_dir=output_dir, extra_callbacks=callbacks, verbose=config.verbose,
+        resume_dir=os.path.join(output_dir, staging.RESUME_DIR), identity=identity_hash,
     )
     fit["input_standardisation"] = {"mean": mean, "variance": variance}
     if weights_report is not None:
@@ -376,11 +382,11 @@ def _softmax(logits):
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def write_figures(config, data, fit, y_pred):
+def write_figures(config, data, fit, y_pred, output_dir=None):
     """The run's curves, test confusion matrix and a grid of test predictions."""
-    run_dir = config.run_dir()
+    run_dir = output_dir or config.run_dir()
     plots.training_curves(fit["history"], os.path.join(run_dir, "curves.png"),
-                          title=f"{config.experiment}: {os.path.basename(run_dir)}")
+                          title=f"{config.experiment}: {os.path.basename(config.run_dir())}")
     x_test, y_test = data["test"]
     plots.confusion_matrix_figure(
         plots.confusion_matrix(y_test, y_pred), os.path.join(run_dir, "confusion_matrix.png")
@@ -413,10 +419,12 @@ def run_record(config, data, fit, wall_seconds, identity):
     }
     if "torchvision_weights" in fit:
         record["torchvision_weights"] = fit["torchvision_weights"]
+    if fit.get("resumed_from_epoch"):
+        record["resumed_from_epoch"] = fit["resumed_from_epoch"]
     return record
 
 
-def run_training(config, extra_callbacks=()):
+def run_training(config, extra_callbacks=(), output_dir=None):
     """Trains and evaluates one configuration and writes its artifacts.
 
     A run whose training loss stops being finite is stopped at once and recorded with
@@ -424,16 +432,24 @@ def run_training(config, extra_callbacks=()):
     is recorded with `"status": "finished"`; its model and val/test numbers are those of the
     best validation epoch (the last epoch without a validation split).
 
+    Args:
+        config: the run's RunConfig.
+        extra_callbacks: more callbacks for `fit` (e.g. a claim's heartbeat).
+        output_dir: where to write; default: the run's directory. `worker.handle_run` gives
+            the run's staging directory (`keras_fmnist.staging`) and swaps it in when this
+            returns. A mid-run checkpoint there (`resume/`) of the same run is resumed from.
+
     Returns:
         The metrics dict that is also written, last, to `metrics.json`.
     """
     start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
-    run_dir = config.run_dir()
+    output_dir = output_dir or config.run_dir()
     identity = config.identity()
     data = prepare_data(config)
-    model, fit, diverged_at = train_model(config, data, extra_callbacks)
-    model_path = os.path.join(run_dir, "model.keras")
+    model, fit, diverged_at = train_model(
+        config, data, extra_callbacks, output_dir, run_identity.identity_hash(identity))
+    model_path = os.path.join(output_dir, "model.keras")
     if diverged_at is not None:
         if os.path.exists(model_path):
             os.remove(model_path)  # an earlier epoch's checkpoint is not this run's result
@@ -442,7 +458,7 @@ def run_training(config, extra_callbacks=()):
         artifacts.save_model(model, model_path)
         metrics, y_pred = evaluate_model(model, config, data)
         metrics["status"] = "finished"
-        write_figures(config, data, fit, y_pred)
+        write_figures(config, data, fit, y_pred, output_dir)
     metrics.update(run_record(config, data, fit, time.perf_counter() - start, identity))
-    artifacts.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    artifacts.write_json(os.path.join(output_dir, "metrics.json"), metrics)
     return metrics

@@ -119,3 +119,31 @@ class ArrayBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         if self.shuffle:
             self._order = self._rng.permutation(len(self.images))
+
+    def get_state(self):
+        """What a resumed training needs (`keras_fmnist.resume`): the shuffling generator,
+        the coming epoch's order and the augmentation's variables (its random state)."""
+        arrays = {"order": self._order}
+        for i, variable in enumerate(_augment_variables(self.augment)):
+            arrays[f"augment_{i:03d}"] = keras.ops.convert_to_numpy(variable)
+        return {"rng": self._rng.bit_generator.state}, arrays
+
+    def set_state(self, state, arrays):
+        self._rng.bit_generator.state = state["rng"]
+        self._order = np.asarray(arrays["order"])
+        variables = _augment_variables(self.augment)
+        saved = sorted(k for k in arrays if k.startswith("augment_"))
+        if len(saved) != len(variables):
+            raise ValueError(f"checkpoint holds {len(saved)} augmentation variables, "
+                             f"the pipeline {len(variables)}")
+        for variable, key in zip(variables, saved):
+            variable.assign(arrays[key])
+
+
+def _augment_variables(augment):
+    """The variables of an augmentation layer, or of a chain of them (`.layers`)."""
+    if augment is None:
+        return []
+    if isinstance(augment, keras.layers.Layer):
+        return list(augment.variables)
+    return [v for layer in getattr(augment, "layers", ()) for v in layer.variables]

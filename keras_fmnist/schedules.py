@@ -57,6 +57,13 @@ class DropBlockSchedule(keras.callbacks.Callback):
         self._layers = []
         self._applied_fraction = None
 
+    def get_state(self):
+        """What a resumed training needs (`keras_fmnist.resume`): the steps seen."""
+        return {"step": self.step}, {}
+
+    def set_state(self, state, arrays):
+        self.step = int(state["step"])
+
     def fraction(self, step):
         """The fraction of each layer's `rate` applied at training batch `step`."""
         return min(1.0, step / self.total_steps)

@@ -13,6 +13,7 @@ it); `keras_fmnist.ray_engine` runs the same runs as Ray Tune trials.
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from keras_fmnist import artifacts
 from keras_fmnist.accelerate import accelerate
 from keras_fmnist import claims
 from keras_fmnist import experiments
+from keras_fmnist import staging
 from keras_fmnist import training
 from keras_fmnist import worker
 
@@ -197,14 +199,21 @@ def run_sweep(configs, train_fn, n_train, n_val, force=False, skip=None, log=pri
     return [progress.outcomes[c.run_dir()] for c in configs]
 
 
-# Worker processes of this process's sweep, so that an interrupt handler can stop them.
+# Worker processes of this process's sweep and their scratch directories, so that an
+# interrupt handler (which leaves with os._exit, skipping `finally` blocks) can stop them and
+# remove what they used.
 _RUNNING = {}  # Popen -> (config, result path, start time)
+_SCRATCH_DIRS = set()
 
 
 def stop_children(timeout=60):
-    """Stops the sweep's worker processes (each releases its claim) and waits for them."""
+    """Stops the sweep's worker processes (each releases its claim), waits for them, and
+    removes their scratch directories."""
     _stop_children(_RUNNING, timeout)
     _RUNNING.clear()
+    for scratch in list(_SCRATCH_DIRS):
+        shutil.rmtree(scratch, ignore_errors=True)
+        _SCRATCH_DIRS.discard(scratch)
 
 
 def _run_children(configs, workers, force, progress, record, log):
@@ -214,6 +223,7 @@ def _run_children(configs, workers, force, progress, record, log):
     pending = list(configs)
     running = _RUNNING
     scratch = tempfile.mkdtemp(prefix="keras_fmnist-sweep-")
+    _SCRATCH_DIRS.add(scratch)
     try:
         while pending or running:
             while pending and len(running) < workers:
@@ -229,11 +239,14 @@ def _run_children(configs, workers, force, progress, record, log):
                                               f"claimed by {claims.describe(owner)}"))
                         continue
                 result = os.path.join(scratch, f"{len(pending)}-{len(running)}-{time.time()}")
-                os.makedirs(config.run_dir(), exist_ok=True)
-                log_file = open(os.path.join(config.run_dir(), "train.log"), "ab")
+                # The log goes with the run: it trains, and is swapped in, from here.
+                log_dir = staging.staging_dir(config.run_dir())
+                os.makedirs(log_dir, exist_ok=True)
+                log_file = open(os.path.join(log_dir, "train.log"), "ab")
                 command = [sys.executable, "-m", "keras_fmnist.worker",
                            f"--config={worker.config_to_json(config)}", f"--result={result}",
-                           f"--threads={threads}"] + (["--force"] if force else [])
+                           f"--threads={threads}", f"--parent_pid={os.getpid()}"] + (
+                               ["--force"] if force else [])
                 progress.started(config.run_dir())
                 process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
                                            env=env)
@@ -249,16 +262,15 @@ def _run_children(configs, workers, force, progress, record, log):
         _stop_children(running)
         raise
     finally:
-        for name in os.listdir(scratch):
-            os.remove(os.path.join(scratch, name))
-        os.rmdir(scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+        _SCRATCH_DIRS.discard(scratch)
 
 
 def _child_outcome(config, result, returncode):
     try:
         data = artifacts.read_json(result)
     except (OSError, ValueError):
-        log_path = os.path.join(config.run_dir(), "train.log")
+        log_path = os.path.join(staging.staging_dir(config.run_dir()), "train.log")
         return worker.Outcome(worker.FAILED, config.run_dir(), None,
                               f"worker exited with code {returncode}; see {log_path}")
     metrics = worker.read_recorded(config) if data["status"] in (

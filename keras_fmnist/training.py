@@ -12,6 +12,7 @@ import time
 import keras
 
 from keras_fmnist import callbacks as fm_callbacks
+from keras_fmnist import resume
 
 LEARNING_RATE = 3e-4
 EPOCHS = 10
@@ -88,6 +89,8 @@ def fit(
     run_dir=None,
     extra_callbacks=(),
     verbose=2,
+    resume_dir=None,
+    identity=None,
 ):
     """Trains with early stopping on validation accuracy, restoring the best weights.
 
@@ -100,20 +103,37 @@ def fit(
         patience: epochs without a validation-accuracy improvement before stopping; 0 never
             stops early. Either way the model ends with the best validation epoch's weights.
         run_dir: where `history.csv` and the best `model.keras` go (atomically, every epoch).
-        extra_callbacks: more callbacks, e.g. the DropBlock schedule.
+        extra_callbacks: more callbacks, e.g. the DropBlock schedule. Those with
+            `get_state`/`set_state` are saved and restored with a resumed training.
         verbose: Keras' fit verbosity.
+        resume_dir: where the mid-run checkpoint goes (`keras_fmnist.resume`, every epoch);
+            a checkpoint found there for `identity` is resumed from. Needs `run_dir`.
+        identity: the run's identity hash, recorded in and checked against the checkpoint.
 
     Returns:
-        A dict: "history" (per-epoch logs), "epochs_run", "best_epoch", "train_seconds",
-        "train_images_per_second", "wall_seconds".
+        A dict: "history" (per-epoch logs, resumed epochs included), "epochs_run",
+        "best_epoch", "stopped_early", "train_seconds", "train_images_per_second",
+        "wall_seconds", "resumed_from_epoch" (epochs taken from the checkpoint, 0 if none).
     """
+    if resume_dir is not None and run_dir is None:
+        raise ValueError("resume_dir needs run_dir (the history the checkpoint continues)")
     throughput = fm_callbacks.Throughput(_num_examples(train_batches))
     callbacks = [throughput, *extra_callbacks]
+    pieces = {"throughput": throughput}
+    for callback in extra_callbacks:
+        if hasattr(callback, "get_state"):  # named by type: other callbacks may come and go
+            name = type(callback).__name__
+            count = sum(1 for key in pieces if key.split("#")[0] == name)
+            pieces[f"{name}#{count}"] = callback
+    if hasattr(train_batches, "get_state"):
+        pieces["train_batches"] = train_batches
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
     if getattr(optimizer, "use_ema", False):
         # Validation, early stopping and the checkpoint see the averaged weights (listed
         # before the latter two); Keras keeps them in the model at the last epoch's end.
-        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+        callbacks.append(swap)
+        pieces["swap_ema"] = resume.SwapEMAWeightsState(swap)
     early = None
     if val_batches is not None:
         # Keras restores the best epoch's weights at the end of training, stopped early or
@@ -124,24 +144,45 @@ def fit(
             restore_best_weights=True,
         )
         callbacks.append(early)
-    checkpoint = None
+        pieces["early_stopping"] = resume.EarlyStoppingState(early)
+    history_csv = None
     if run_dir is not None:
-        callbacks.append(fm_callbacks.HistoryCSV(os.path.join(run_dir, "history.csv")))
+        history_csv = fm_callbacks.HistoryCSV(os.path.join(run_dir, "history.csv"))
+        callbacks.append(history_csv)
+        pieces["history"] = history_csv
         if val_batches is not None:
             checkpoint = fm_callbacks.BestModelCheckpoint(
                 os.path.join(run_dir, "model.keras"), monitor="val_accuracy", mode="max"
             )
             callbacks.append(checkpoint)
+            pieces["best_model"] = checkpoint
+    initial_epoch = resumed_from = 0
+    if resume_dir is not None:
+        state = resume.load(resume_dir, identity)
+        if state is not None:
+            resumed_from = state.epoch
+            initial_epoch = epochs if state.stopped else min(state.epoch, epochs)
+        non_finite = [c for c in extra_callbacks if isinstance(c, fm_callbacks.StopOnNonFiniteLoss)]
+        callbacks.append(resume.TrainingCheckpoint(  # last: after every other callback
+            resume_dir, pieces, identity=identity, resume_from=state,
+            skip_save=lambda: any(c.diverged_at is not None for c in non_finite),
+        ))
     start = time.perf_counter()
     history = model.fit(
         train_batches,
         validation_data=val_batches,
         epochs=epochs,
+        initial_epoch=initial_epoch,
         callbacks=callbacks,
         verbose=verbose,
     )
     wall = time.perf_counter() - start
-    logs = history.history
+    if history_csv is not None:  # every epoch, those before a resume included
+        rows = history_csv.rows
+        keys = [k for k in dict.fromkeys(k for row in rows for k in row) if k != "epoch"]
+        logs = {k: [row[k] for row in rows if k in row] for k in keys}
+    else:
+        logs = history.history
     epochs_run = len(next(iter(logs.values()))) if logs else 0
     if "val_accuracy" in logs:
         best_epoch = max(range(epochs_run), key=lambda i: logs["val_accuracy"][i]) + 1
@@ -155,6 +196,7 @@ def fit(
         "train_seconds": sum(throughput.train_seconds),
         "train_images_per_second": throughput.images_per_second,
         "wall_seconds": wall,
+        "resumed_from_epoch": resumed_from,
     }
 
 

@@ -17,6 +17,7 @@ from keras_fmnist import artifacts
 from keras_fmnist import claims
 from keras_fmnist import experiments
 from keras_fmnist import interrupt
+from keras_fmnist import staging
 
 # How a run ended, as `run.py: <run dir> (<status>): ...` reports it.
 TRAINED, DONE, CLAIMED, DIVERGED, SKIPPED, INTERRUPTED, FAILED = (
@@ -98,10 +99,16 @@ def recorded_outcome(config, metrics):
 def handle_run(config, train_fn, force=False, warn=None):
     """Trains `config` unless finished (or `force`) or claimed by a live worker.
 
+    The run trains in its staging directory and replaces its directory in one atomic step
+    when it has finished (`keras_fmnist.staging`): a retrain (`force`, a corrupt
+    metrics.json) interrupted at any point leaves the finished run it was replacing intact.
+    A run interrupted before (kill -9, SIGTERM, Ctrl-C, a lost machine) resumes from its last
+    completed epoch (`keras_fmnist.resume`).
+
     Args:
         config: a RunConfig.
-        train_fn: called as train_fn(config, extra_callbacks=[...]) -> metrics; the callbacks
-            keep the claim alive (experiments.run_training).
+        train_fn: called as train_fn(config, extra_callbacks=[...], output_dir=...) ->
+            metrics; the callbacks keep the claim alive (experiments.run_training).
         force: retrain a finished run.
         warn: where a one-line warning about an unreadable metrics.json goes.
 
@@ -117,11 +124,17 @@ def handle_run(config, train_fn, force=False, warn=None):
         return Outcome(CLAIMED, run_dir, None, f"claimed by {claims.describe(value)}")
     claim = value
     try:
-        metrics = train_fn(config, extra_callbacks=[claims.ClaimHeartbeat(claim)])
+        metrics = train_fn(config, extra_callbacks=[claims.ClaimHeartbeat(claim)],
+                           output_dir=staging.staging_dir(run_dir))
+        staging.commit(run_dir)
     finally:
         claim.release()
     status = DIVERGED if metrics.get("status") == "diverged" else TRAINED
-    return Outcome(status, run_dir, metrics, summary(metrics))
+    detail = summary(metrics)
+    if metrics.get("resumed_from_epoch"):
+        detail = (f"resumed at epoch {metrics['resumed_from_epoch'] + 1} of "
+                  f"{config.epochs}; {detail}")
+    return Outcome(status, run_dir, metrics, detail)
 
 
 def config_to_json(config):
@@ -147,13 +160,30 @@ def set_threads(threads):
 
 
 
+def stop_with_parent(parent_pid):
+    """Has the kernel send this process SIGTERM when its parent dies (Linux), so that a
+    sweep killed with kill -9 leaves no worker training on under init."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv=None):
-    """`python -m keras_fmnist.worker --config=JSON --result=PATH [--force] [--threads=N]`."""
+    """`python -m keras_fmnist.worker --config=JSON --result=PATH [--force] [--threads=N]
+    [--parent_pid=PID]`."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--config", required=True, help="the RunConfig as JSON")
     parser.add_argument("--result", required=True, help="where the Outcome is written (JSON)")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--parent_pid", type=int, default=0,
+                        help="stop (SIGTERM) when this parent process dies")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     config = config_from_json(args.config)
@@ -167,6 +197,8 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.parent_pid:
+        stop_with_parent(args.parent_pid)
     try:
         outcome = handle_run(config, experiments.run_training, force=args.force,
                              warn=lambda line: print(line, file=sys.stderr))

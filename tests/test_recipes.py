@@ -74,7 +74,7 @@ def test_strong_experiment_applies_the_recipe_and_reports_tta(tmp_path):
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = os.listdir(tmp_path / "strong")
+    (run_dir,) = [d for d in os.listdir(tmp_path / "strong") if not d.startswith(".")]
     with open(tmp_path / "strong" / run_dir / "metrics.json") as f:
         metrics = json.load(f)
     config = metrics["config"]

@@ -142,7 +142,8 @@ def _dead_pid():
 def test_a_stale_claim_is_taken_over_and_its_temp_files_removed(tmp_path):
     run_dir = str(tmp_path / "run")
     os.makedirs(run_dir)
-    with open(os.path.join(run_dir, claims.CLAIM_FILE), "w") as f:
+    os.makedirs(os.path.dirname(claims.claim_path(run_dir)))
+    with open(claims.claim_path(run_dir), "w") as f:
         json.dump({"host": socket.gethostname(), "pid": _dead_pid(), "claimed_at": "then"}, f)
     (tmp_path / "run" / ".tmp-abc.keras").write_bytes(b"x" * 100)  # a kill during a save
     state, claim = claims.try_claim(run_dir, lambda: None)
@@ -170,8 +171,9 @@ def test_a_finished_runs_leftover_temp_files_go_when_it_is_next_handled(tmp_path
 
 
 def test_a_claim_from_another_host_is_stale_only_when_not_refreshed(tmp_path):
-    run_dir = str(tmp_path)
-    path = os.path.join(run_dir, claims.CLAIM_FILE)
+    run_dir = str(tmp_path / "run")
+    path = claims.claim_path(run_dir)
+    os.makedirs(os.path.dirname(path))
     info = {"host": "some-other-node", "pid": 1, "claimed_at": "then"}
     with open(path, "w") as f:
         json.dump(info, f)
@@ -182,11 +184,11 @@ def test_a_claim_from_another_host_is_stale_only_when_not_refreshed(tmp_path):
 
 
 def _fake_trainer(calls):
-    def train(config, extra_callbacks=()):
+    def train(config, extra_callbacks=(), output_dir=None):
         calls.append(config.run_dir())
         metrics = {"status": "finished", "identity_hash": config.identity_hash(),
                    "val_accuracy": 0.5, "test_accuracy": 0.5}
-        artifacts.write_json(os.path.join(config.run_dir(), "metrics.json"), metrics)
+        artifacts.write_json(os.path.join(output_dir, "metrics.json"), metrics)
         return metrics
     return train
 
@@ -254,7 +256,7 @@ def test_the_study_selects_its_stages_from_our_own_results(tmp_path, monkeypatch
     best = (2, 3)  # not the study's 1+3: nothing is hard-coded
     trained = []
 
-    def fake_run_training(config, extra_callbacks=()):
+    def fake_run_training(config, extra_callbacks=(), output_dir=None):
         trained.append(config)
         val = 0.9 if tuple(config.deform_layers) == best else 0.5
         if config.experiment == "regularize":
@@ -262,7 +264,7 @@ def test_the_study_selects_its_stages_from_our_own_results(tmp_path, monkeypatch
         metrics = {"status": "finished", "identity_hash": config.identity_hash(),
                    "experiment": config.experiment, "val_accuracy": val,
                    "test_accuracy": val, "config": dataclasses.asdict(config)}
-        artifacts.write_json(os.path.join(config.run_dir(), "metrics.json"), metrics)
+        artifacts.write_json(os.path.join(output_dir, "metrics.json"), metrics)
         return metrics
 
     monkeypatch.setattr(runner.experiments, "run_training", fake_run_training)
@@ -323,7 +325,7 @@ def test_a_changed_setting_retrains_and_a_diverged_run_is_never_a_result(tmp_pat
     again = run_cli(*args, "--learning_rate=1e38")
     assert again.returncode == 1 and "(diverged)" in status_lines(again.stdout)[0]
     assert "already finished" in again.stdout
-    dirs = sorted((tmp_path / "baseline").iterdir())
+    dirs = sorted(d for d in (tmp_path / "baseline").iterdir() if not d.name.startswith("."))
     assert len(dirs) == 2  # the new learning rate got its own directory
     records = {d: strict_json(d / "metrics.json") for d in dirs}
     diverged = [d for d, m in records.items() if m["status"] == "diverged"]
@@ -350,7 +352,7 @@ def test_two_sweeps_at_once_train_each_run_once(tmp_path):
     assert len(trained) == 4 and len(set(trained)) == 4
     assert all("(trained)" in line or "(done)" in line or "(claimed)" in line
                for line in lines)
-    assert not list(tmp_path.glob("*/*/claim.json"))
+    assert not list(tmp_path.glob("**/.claims/*.json"))
 
 
 def test_user_errors_are_one_line_and_exit_2_before_any_work(tmp_path, data_dir,
@@ -364,6 +366,13 @@ def test_user_errors_are_one_line_and_exit_2_before_any_work(tmp_path, data_dir,
     garbage.write_bytes(b"not a torch file at all")
     partial = tmp_path / "partial.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, partial)
+    # What an earlier check looked at, and nothing else: refused before any model is built.
+    checked = tmp_path / "checked.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "bn1.weight": torch.zeros(64),
+                "layer1.0.conv1.weight": torch.zeros(64, 64, 3, 3),
+                "layer3.1.bn2.running_var": torch.zeros(256)}, checked)
+    binary_flags = tmp_path / "binary.cfg"
+    binary_flags.write_bytes(b"--epochs=1\n\xff\xfe\x00garbage\n")
     no_labels = tmp_path / "data"
     no_labels.mkdir()
     out = tmp_path / "out"
@@ -375,6 +384,13 @@ def test_user_errors_are_one_line_and_exit_2_before_any_work(tmp_path, data_dir,
         (["--train_limit=20"], None, "--train_limit=20 with --val_fraction=0.1 leaves no"),
         (["--experiment=augment", "--run_name=x"], None, "--run_name names a single run"),
         (["--seeds=0,0"], None, "--seeds must be distinct integers"),
+        (["--learning_rate=nan"], None, "--learning_rate must be a finite number"),
+        (["--learning_rate=inf"], None, "--learning_rate must be a finite number"),
+        (["--label_smoothing=nan"], None, "--label_smoothing must be a finite number"),
+        (["--momentum=nan"], None, "--momentum must be a finite number"),
+        (["--run_name=../../escaped"], None, "--run_name must be a plain directory name"),
+        (["--run_name=a/b"], None, "--run_name must be a plain directory name"),
+        ([f"--flagfile={binary_flags}"], None, "a --flagfile is not UTF-8 text"),
         (["--gpus_per_run=0.5"], None, "--gpus_per_run and --ray_address are for --engine=ray"),
         ([f"--artifacts_dir={a_file}"], None, f"--artifacts_dir={a_file} is not a directory"),
         ([f"--artifacts_dir={a_file}/sub"], None, f"--artifacts_dir={a_file}/sub is not writable"),
@@ -382,11 +398,14 @@ def test_user_errors_are_one_line_and_exit_2_before_any_work(tmp_path, data_dir,
          f"--torchvision_weights: {garbage}: not a readable torch file"),
         ([f"--torchvision_weights={partial}"], None,
          f"{partial}: not a torchvision resnet18 state_dict (no 'bn1.weight')"),
+        ([f"--torchvision_weights={checked}"], None,
+         f"{checked}: not a torchvision resnet18 state_dict (no 'bn1.bias')"),
         ([], {"FASHION_MNIST_DIR": str(no_labels)},
          f"{no_labels}/train-images-idx3-ubyte.gz: file not found"),
     ]
-    # A check against the data's size, an unwritable directory, a weights file, a data file.
-    cases = cases_for_this_backend(cases, representative=[3, 8, 10, 11])
+    # A check against the data's size, a non-finite float, an unwritable directory, a
+    # weights file, a data file.
+    cases = cases_for_this_backend(cases, representative=[3, 6, 15, 17, 19])
     runs = []
     for i, (args, env, _) in enumerate(cases):
         if not any(a.startswith("--artifacts_dir") for a in args):
@@ -413,7 +432,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing_half_done(tmp_path):
     assert process.returncode == 130, stderr[-2000:]
     assert [line for line in stderr.splitlines() if line.strip()] == [
         "interrupted: 0 finished runs kept; rerun the same command to resume"]
-    assert not list(tmp_path.glob("**/.tmp-*")) and not list(tmp_path.glob("**/claim.json"))
+    assert not list(tmp_path.glob("**/.tmp-*")) and not list(tmp_path.glob("**/.claims/*.json"))
 
 
 @pytest.mark.cli_orchestration

@@ -78,12 +78,12 @@ def _fake_metrics(config, val):
 
 
 def _trainer(calls, fail_on=None):
-    def train(config, extra_callbacks=()):
+    def train(config, extra_callbacks=(), output_dir=None):
         calls.append(config.run_dir())
         if fail_on is not None and len(calls) == fail_on:
             raise KeyboardInterrupt  # a sweep killed mid-run
         metrics = _fake_metrics(config, 0.9 + 0.001 * len(calls))
-        artifacts.write_json(os.path.join(config.run_dir(), "metrics.json"), metrics)
+        artifacts.write_json(os.path.join(output_dir, "metrics.json"), metrics)
         return metrics
     return train
 

@@ -17,6 +17,8 @@ The touch points (`PRIVATE_TOUCH_POINTS` lists them with why each is needed):
 
 - `Function._nodes_by_depth`: a functional model's nodes with their argument tensors, in
   the order `Functional.call` runs them. Keras has no public graph-walking API.
+- `SwapEMAWeights._ema_weights_in_model`: which weights (averaged or raw) the model holds;
+  a resumed training (`keras_fmnist.resume`) restores it.
 - `Functional._standardize_inputs`: the cast and rank adjustment a functional model applies
   to its inputs, so that `accelerate` runs the plan on exactly what the stock model would
   (integer or float64 images, images without their channel axis).
@@ -58,6 +60,8 @@ PRIVATE_TOUCH_POINTS = {
     "execution order (no public graph API)",
     "keras Functional._standardize_inputs": "accelerate takes inputs exactly as the stock "
     "model does (cast to the Input's dtype, a missing channel axis added)",
+    "keras SwapEMAWeights._ema_weights_in_model": "a resumed training restores which weights "
+    "(averaged or raw) the model held when its checkpoint was taken",
     "keras in_stateless_scope": "fused batch norm updates moving statistics in place only "
     "outside a stateless scope",
     "torch.nn.modules.module._global_forward_hooks (and _pre_hooks), Module._forward_hooks "
@@ -131,6 +135,15 @@ def standardize_functional_inputs(model, inputs):
     tensors, one per model input, cast to that input's dtype, with a missing trailing axis
     of size 1 added (or an extra one removed). Raises ValueError where they do not fit."""
     return model._standardize_inputs(inputs)
+
+
+def ema_weights_in_model(callback):
+    """Whether a `keras.callbacks.SwapEMAWeights` holds the averaged weights in the model."""
+    return bool(callback._ema_weights_in_model)
+
+
+def set_ema_weights_in_model(callback, value):
+    callback._ema_weights_in_model = bool(value)
 
 
 def in_stateless_scope():
