@@ -6,13 +6,28 @@ with one line on stderr and exit code 2 before any training; a run that diverged
 command end with exit code 1 and a line naming it; Ctrl-C ends with one line and exit code 130.
 """
 
+import errno
 import importlib.util
+import math
 import os
 import signal
 import sys
 import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+
+INTERRUPTED_LINE = "interrupted: {} finished runs kept; rerun the same command to resume"
+
+
+def _interrupted_while_starting(signum, frame):
+    # Until main installs its own handler: the imports below take seconds, and a Ctrl-C there
+    # is still one line and exit 130, not a traceback.
+    print(INTERRUPTED_LINE.format(0), file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted_while_starting)
+signal.signal(signal.SIGTERM, _interrupted_while_starting)
 
 
 def _import_tensorflow_quietly():
@@ -166,6 +181,29 @@ def _valid_fraction(value):
     return 0.0 < value < 1.0
 
 
+# absl's bounds let nan through (every comparison with nan is false) and take inf.
+for _name in ("learning_rate", "momentum", "weight_decay", "label_smoothing", "ema_momentum",
+              "val_fraction", "gpus_per_run"):
+    flags.register_validator(
+        _name, lambda value: value is None or math.isfinite(value),
+        message=f"--{_name} must be a finite number")
+
+
+def _valid_run_name(name):
+    """A plain directory name: no path separator, not . or .., not hidden (the dot names
+    beside the runs are claims and staging directories)."""
+    if name is None:
+        return True
+    separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    return bool(name) and not name.startswith(".") and not any(s in name for s in separators)
+
+
+flags.register_validator(
+    "run_name", _valid_run_name,
+    message="--run_name must be a plain directory name: no path separator, not starting "
+            "with '.'")
+
+
 flags.register_validator("val_fraction", _valid_fraction,
                          message="--val_fraction must be in (0, 1)")
 flags.register_validator(
@@ -206,6 +244,8 @@ def parse_flags(argv):
         return FLAGS(argv)
     except flags.Error as e:
         _fail(e)
+    except UnicodeDecodeError as e:  # absl reads --flagfile as text
+        _fail(f"a --flagfile is not UTF-8 text ({e.reason} at byte {e.start})")
     except SystemExit:
         # absl exits 1 after printing help; asking for help is not a failure.
         if _HELP_FLAGS & set(argv[1:]):
@@ -343,8 +383,7 @@ def main(argv):
         print(f"run.py: {outcome.line()}", flush=True)
 
     def interrupted_line():
-        kept = sum(1 for o in outcomes if o.finished)
-        return f"interrupted: {kept} finished runs kept; rerun the same command to resume"
+        return INTERRUPTED_LINE.format(sum(1 for o in outcomes if o.finished))
 
     def stop(signum, frame):
         # Handled here rather than by a KeyboardInterrupt, which Keras' fit can swallow (see
@@ -355,6 +394,9 @@ def main(argv):
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+
+    def args_dir():
+        return os.path.abspath(FLAGS.artifacts_dir)
 
     try:
         _, report_path = runner.run_experiment(
@@ -368,6 +410,16 @@ def main(argv):
     except KeyboardInterrupt:  # raised by a library (e.g. Ray stopping its trials)
         sweep.stop_children()
         interrupt.exit_now(interrupted_line())
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # Every artifact is written atomically and a run replaces its directory only when
+        # finished: what was written before is intact, and the same command resumes.
+        sweep.stop_children()
+        kept = sum(1 for o in outcomes if o.finished)
+        interrupt.exit_now(
+            f"run.py: error: {e.strerror} writing {e.filename or args_dir()}; {kept} finished "
+            "runs kept; free some space and rerun the same command to resume", code=1)
     print(f"run.py: report: {report_path}")
     bad = [o for o in outcomes if o.status in (worker.DIVERGED, worker.FAILED)]
     if bad:
@@ -380,6 +432,5 @@ if __name__ == "__main__":
     try:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:  # before main's own handler: nothing had started
-        print("interrupted: 0 finished runs kept; rerun the same command to resume",
-              file=sys.stderr)
+        print(INTERRUPTED_LINE.format(0), file=sys.stderr)
         sys.exit(130)

@@ -19,14 +19,32 @@ def _to_numpy(value):
     return np.asarray(value)
 
 
-# Entries every torchvision resnet18 state_dict has, with their shapes (None: any size), by
-# which a file is recognised before any model is built.
-REQUIRED_ENTRIES = {
-    "conv1.weight": (64, None, 7, 7),
-    "bn1.weight": (64,),
-    "layer1.0.conv1.weight": (64, 64, 3, 3),
-    "layer3.1.bn2.running_var": (256,),
-}
+def _required_entries():
+    """Every entry of a torchvision resnet18 state_dict that `load_torchvision_weights` reads
+    for the study's model (stem and stages 1-3), with its shape (None: any size); checked
+    all before any model is built. Stage 4 and the 1000-class head are not read."""
+    entries = {"conv1.weight": (64, None, 7, 7)}
+
+    def batch_norm(name, channels):
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            entries[f"{name}.{key}"] = (channels,)
+
+    batch_norm("bn1", 64)
+    for stage, channels in ((1, 64), (2, 128), (3, 256)):
+        for block in (0, 1):
+            name = f"layer{stage}.{block}"
+            in_channels = channels // 2 if stage > 1 and block == 0 else channels
+            entries[f"{name}.conv1.weight"] = (channels, in_channels, 3, 3)
+            batch_norm(f"{name}.bn1", channels)
+            entries[f"{name}.conv2.weight"] = (channels, channels, 3, 3)
+            batch_norm(f"{name}.bn2", channels)
+            if stage > 1 and block == 0:
+                entries[f"{name}.downsample.0.weight"] = (channels, in_channels, 1, 1)
+                batch_norm(f"{name}.downsample.1", channels)
+    return entries
+
+
+REQUIRED_ENTRIES = _required_entries()
 
 
 def load_state_dict_file(path):
