@@ -46,6 +46,10 @@ def atomic_path(path, suffix=None):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # a failed write names no file: say which artifact it was
+            raise OSError(e.errno, e.strerror, path) from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
