@@ -91,7 +91,8 @@ def run_experiment(experiment, base, layers=None, augment=None, regularizer="dro
 
     Args:
         experiment: a name from `study.EXPERIMENTS`; "report" only rewrites the report;
-            "study" runs the whole study.
+            "study" runs the whole study; "headline" the configurations behind its
+            conclusions (`study.HEADLINE`), meant for several seeds.
         base: a RunConfig with the shared settings.
         layers, augment, regularizer, p: the experiment's choices (see `study.plan`).
         force: retrain runs that already finished.
@@ -110,6 +111,8 @@ def run_experiment(experiment, base, layers=None, augment=None, regularizer="dro
     outcomes = []
     if experiment == "study":
         outcomes = _run_study(base, seeds, force, engine, log, on_result, warn)
+    elif experiment == "headline":
+        outcomes = _train(plan_headline(base, seeds), base, force, engine, log, on_result, warn)
     elif experiment != "report":
         configs = plan_runs(experiment, base, seeds, layers=layers, augment=augment,
                             regularizer=regularizer, p=p)
@@ -131,6 +134,16 @@ def _write_samples(configs):
         if config.augment != "none" and config.augment not in seen:
             seen.add(config.augment)
             experiments.write_augment_samples(config)
+
+
+def plan_headline(base, seeds):
+    """The study's headline configurations (`study.HEADLINE`) for each seed, seed by seed:
+    a sweep stopped part-way has every configuration at the same number of seeds."""
+    runs = []
+    for seed in seeds:
+        for experiment, choices in study.HEADLINE:
+            runs += plan_runs(experiment, base, [seed], **choices)
+    return runs
 
 
 def plan_study_first(base, seeds):

@@ -195,3 +195,22 @@ def test_every_flagfile_parses_and_plans():
 def test_report_points_to_existing_flagfiles():
     for name in report.FLAGFILES.values():
         assert os.path.isfile(os.path.join(ROOT, "flags", name)), name
+
+
+def test_the_headline_runs_of_seed_0_are_the_committed_study_runs(fashion_mnist):
+    """`--experiment=headline` plans, for seed 0, the very runs the study committed (same
+    identities, so they are not trained again); other seeds get their own directories."""
+    base = RunConfig(artifacts_dir=os.path.join(ROOT, "artifacts"), epochs=10, patience=3)
+    from keras_fmnist import runner
+
+    runs = runner.plan_headline(base, [0, 1])
+    assert len(runs) == 2 * len(study.HEADLINE)
+    assert [r.seed for r in runs] == [0] * 9 + [1] * 9  # seed by seed
+    for config in runs[:9]:
+        assert os.path.exists(os.path.join(config.run_dir(), "metrics.json")), config.run_dir()
+    assert {(r.experiment, r.augment, r.deform_layers, r.regularizer) for r in runs[:9]} == {
+        ("baseline", "none", (), None), ("augment", "basic", (), None),
+        ("augment", "mixup", (), None), ("augment", "cutmix", (), None),
+        ("deform", "cutmix", (3,), None), ("deform", "cutmix", (1, 3), None),
+        ("regularize", "cutmix", (3,), "dropblock"), ("regularize", "cutmix", (3,), "stodepth"),
+        ("final", "cutmix", (3,), None)}
