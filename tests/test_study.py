@@ -171,6 +171,11 @@ def test_every_flagfile_parses_and_plans():
         "                + runner.plan_study_second(base, [0], (1, 3)))\n"
         "        print(path, F.experiment, sum(map(study.trainable, runs)))\n"
         "        continue\n"
+        "    if F.experiment == 'headline':\n"
+        "        seeds = [int(s) for s in F.seeds]\n"
+        "        runs = runner.plan_headline(RunConfig(epochs=F.epochs), seeds)\n"
+        "        print(path, F.experiment, len(runs))\n"
+        "        continue\n"
         "    runs = study.plan(F.experiment, RunConfig(epochs=F.epochs), layers=F.layers,\n"
         "                      augment=F.augment, regularizer=F.regularizer, p=F.p)\n"
         "    print(path, F.experiment, len(runs))\n"
@@ -185,6 +190,7 @@ def test_every_flagfile_parses_and_plans():
         "flags/deform_1_3.cfg": "deform 1",
         "flags/deform_sweep.cfg": "deform 8",
         "flags/final.cfg": "final 1",
+        "flags/headline.cfg": "headline 27",  # nine configurations x seeds 0, 1, 2
         "flags/regularize_dropblock_sweep.cfg": "regularize 10",
         "flags/regularize_stodepth_sweep.cfg": "regularize 10",
         "flags/strong.cfg": "strong 1",  # one configuration; --seeds=0,1,2 makes it 3 runs
