@@ -1,43 +1,14 @@
 """Every private Keras and torch API keras_fmnist uses, in one place, pinned.
 
-The augmentation layers, the DropBlock schedule, `keras_fmnist.accelerate` and the fused
-Adam update need a few things neither library offers publicly. Each is wrapped here, named, and written for the versions in
-`WRITTEN_FOR`; `check_versions()` says whether the running versions are those.
-`keras_fmnist.accelerate` refuses to accelerate (with a warning that says why) on other
-versions instead of guessing, and the tests assert, on the pinned versions, that every fast
-path is taken.
-
-The touch points (`PRIVATE_TOUCH_POINTS` lists them with why each is needed):
-
-- `BaseImagePreprocessingLayer`: the base of Keras' own image augmentation layers (tf.data
-  support, dict inputs, per-batch random transformations), which the study's augmentation
-  layers extend; Keras does not export it.
-- `Layer._flatten_layers`: every layer inside a model, including layers held as attributes
-  of custom layers (which `model.layers` does not list); the DropBlock schedule needs them.
-
-- `Function._nodes_by_depth`: a functional model's nodes with their argument tensors, in
-  the order `Functional.call` runs them. Keras has no public graph-walking API.
-- `SwapEMAWeights._ema_weights_in_model`: which weights (averaged or raw) the model holds;
-  a resumed training (`keras_fmnist.resume`) restores it.
-- `Functional._standardize_inputs`: the cast and rank adjustment a functional model applies
-  to its inputs, so that `accelerate` runs the plan on exactly what the stock model would
-  (integer or float64 images, images without their channel axis).
-- `keras.src.backend.common.stateless_scope.in_stateless_scope`: the fused batch norm
-  updates its moving statistics in place, which is only right outside a stateless scope.
-- torch's global forward-hook dicts and a module's own ones: a direct graph walk skips
-  `Layer.__call__`, so a hook a user registered would silently not fire; the walk steps
-  aside when any is registered.
-- Adam's `_backend_update_step`, `_momentums`, `_velocities`, `_get_variable_index`, and
-  `torch._fused_adam_`: the fused update of Keras' Adam (see `fuse_adam`); on torch Keras
-  swaps in an Adam class of its private `keras.src.backend.torch.optimizers` module, which
-  `is_keras_adam` recognises by its module path.
-- `torch.native_batch_norm` and `torch.ops.aten.native_batch_norm_backward`: the ATen
-  batch-norm kernels, which return the batch mean and inverse standard deviation they
-  computed (the public `batch_norm` does not) and take them back in the backward pass; the
-  accelerated batch norm (`keras_fmnist.accelerate.batch_norm`) centres their inputs first;
-  `torch.ops.aten.threshold_backward`, a ReLU's backward, for batch norm + ReLU as one op.
+The augmentation layers, the DropBlock schedule, `keras_fmnist.accelerate`, the fused Adam
+(`keras_fmnist.optimizers`) and the mid-run resume need a few things neither library offers
+publicly. Each is a short wrapper here, listed in `PRIVATE_TOUCH_POINTS` with why it is needed,
+and written for the releases in `WRITTEN_FOR`; `check_versions()` says whether the running
+ones are those. The torch fast paths refuse other releases (or step aside, saying so) instead
+of guessing, and the tests assert, on the pinned releases, that every fast path is taken.
 """
 
+import contextlib
 import functools
 
 import keras
@@ -53,7 +24,10 @@ WRITTEN_FOR = {
 
 PRIVATE_TOUCH_POINTS = {
     "keras BaseImagePreprocessingLayer": "base class of the augmentation layers, as of "
-    "Keras' own (not exported)",
+    "Keras' own (not exported); with its _get_seed_generator(backend) and backend._backend, "
+    "the seed generator for eager or tf.data use, as Keras' own layers call them",
+    "keras Layer._build_at_init": "a weightless layer (StochasticDepth) built in its "
+    "constructor, as Keras' Dropout",
     "keras Layer._flatten_layers": "all layers of a model, nested ones included, for the "
     "DropBlock schedule",
     "keras Function._nodes_by_depth": "the graph walk: nodes with their arguments in "
@@ -67,12 +41,18 @@ PRIVATE_TOUCH_POINTS = {
     "torch.nn.modules.module._global_forward_hooks (and _pre_hooks), Module._forward_hooks "
     "(and _forward_pre_hooks)": "the graph walk steps aside when a user registered a global "
     "or per-layer hook, so hooks always fire",
-    "keras Adam._backend_update_step / _momentums / _velocities / _get_variable_index": "the "
-    "fused Adam update replaces Keras' per-step update and reads its moment variables",
+    "keras Adam._momentums / _velocities / _get_variable_index": "the fused Adam update "
+    "reads and writes Adam's moment variables",
     "torch._fused_adam_": "one fused kernel for the whole Adam update (torch.optim uses it "
     "for fused=True, but only on its own parameter groups)",
-    "keras.src.backend.torch.optimizers.torch_adam (module path)": "Keras' torch Adam class, "
-    "not exported; recognised so that a compiled Adam is fused",
+    "keras.src.backend.torch.optimizers.torch_adam.Adam": "Keras' torch Adam (not exported): "
+    "recognised so that accelerate can fuse a compiled Adam; its parallel update is "
+    "FusedAdam's fallback; saved under its public name (Keras 3.15 writes its private module "
+    "path, which imports torch wherever the file is loaded)",
+    "keras.src.api_export.REGISTERED_OBJS_TO_NAMES": "FusedAdam serialises as "
+    "keras.optimizers.Adam; in keras_fmnist's own saves, so do Keras' torch optimizer "
+    "classes (keras.src.backend.torch.optimizers.torch_*), whose private module path Keras "
+    "3.15 writes into the file",
     "torch.native_batch_norm": "batch norm returning the batch statistics it computed (the "
     "public batch_norm does not), for Keras' moving-statistics update without a second pass",
     "torch.ops.aten.native_batch_norm_backward": "the fused backward kernel, fed centred "
@@ -106,6 +86,15 @@ def check_versions():
                 f"torch fast paths were written for ({span})"
             )
     return None
+
+
+def build_at_init(layer):
+    """Marks a weightless layer built in its constructor, as Keras' own Dropout does
+    (`Layer._build_at_init` since Keras 3.10; `built = True` before)."""
+    if hasattr(layer, "_build_at_init"):
+        layer._build_at_init()
+    else:
+        layer.built = True
 
 
 def all_layers(model):
@@ -189,167 +178,84 @@ def native_batch_norm_backward(dy, x, weight, save_mean, save_invstd, eps, outpu
     )
 
 
-# --- Adam, fused ---------------------------------------------------------------------------
+# --- Adam ---------------------------------------------------------------------------------
 
 
-class FusedAdamCounts:
-    """How often the fused update ran, and how often Keras' own update ran instead (why)."""
+def keras_torch_adam_class():
+    """Keras' own Adam class on torch (what `keras.optimizers.Adam(...)` constructs there)."""
+    from keras.src.backend.torch.optimizers.torch_adam import Adam
 
-    def __init__(self):
-        self.fused = 0
-        self.keras = 0
-        self.reasons = {}
-
-    def took_keras(self, reason):
-        self.keras += 1
-        self.reasons[reason] = self.reasons.get(reason, 0) + 1
-
-    def as_dict(self):
-        return {"fused": self.fused, "keras": self.keras, "reasons": dict(self.reasons)}
+    return Adam
 
 
 def is_keras_adam(optimizer):
     """True for an instance of Keras' own Adam (on torch, Keras swaps in its torch Adam)."""
-    return type(optimizer) is keras.optimizers.Adam or (
-        keras.backend.backend() == "torch"
-        and type(optimizer).__name__ == "Adam"
-        and type(optimizer).__module__ == "keras.src.backend.torch.optimizers.torch_adam"
-    )
+    if type(optimizer) is keras.optimizers.Adam:
+        return True
+    return keras.backend.backend() == "torch" and type(optimizer) is keras_torch_adam_class()
 
 
-def fuse_adam(optimizer):
-    """Routes a Keras `Adam`'s update through `torch._fused_adam_`; returns its counts.
-
-    The update stays Keras' (Kingma & Ba 2015, with Keras' "epsilon hat" placement):
-
-        m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
-        w <- w - lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
-
-    The kernel gets Keras' step size as a device tensor (no host sync) and its own bias
-    corrections switched off by a step count so large that b^t == 0; its update
-    m / (sqrt(v) + eps) is then Keras' own. Moments are given their weight's memory layout
-    (once) so the kernel walks both in the same order without copies. Where it cannot run
-    (amsgrad; non-float32 weights; a stateless scope whose tensors are laid out unlike
-    their weights) the step is Keras' own torch Adam update, the one
-    `keras.optimizers.Adam` runs, and the counts say so. The optimizer object stays a Keras
-    `Adam` (its config, saving and loading are unchanged).
-    """
-    if keras.backend.backend() != "torch":
-        raise ValueError("fuse_adam is for the torch backend")
-    if not is_keras_adam(optimizer):
-        raise TypeError(f"fuse_adam needs a keras.optimizers.Adam; got {type(optimizer)}")
-    unsupported = check_versions()
-    if unsupported:
-        raise RuntimeError(f"fuse_adam: {unsupported}")
-    counts = optimizer.__dict__.get("_keras_fmnist_fused_counts")
-    if counts is not None:
-        return counts
-    counts = FusedAdamCounts()
-    keras_update = optimizer._backend_update_step
-
-    def update(grads, trainable_variables, learning_rate):
-        reason = _fused_adam_step(optimizer, grads, trainable_variables, learning_rate)
-        if reason is None:
-            counts.fused += 1
-        else:
-            counts.took_keras(reason)
-            keras_update(grads, trainable_variables, learning_rate)
-
-    # Instance attributes in __dict__: Keras' attribute tracking has nothing to track here.
-    optimizer.__dict__["_backend_update_step"] = update
-    optimizer.__dict__["_keras_fmnist_fused_counts"] = counts
-    return counts
+def adam_moments(optimizer, variables):
+    """(first moments, second moments) of Adam for `variables`, as Keras variables."""
+    indices = [optimizer._get_variable_index(v) for v in variables]
+    return ([optimizer._momentums[i] for i in indices],
+            [optimizer._velocities[i] for i in indices])
 
 
-def fused_adam_counts(optimizer):
-    """The optimizer's `FusedAdamCounts`, or None if `fuse_adam` was not applied."""
-    return optimizer.__dict__.get("_keras_fmnist_fused_counts")
-
-
-def why_adam_not_fused(optimizer, trainable_variables):
-    """None if the fused kernel can run this Adam's update on these weights, else why not
-    (a stateless scope may still send a step to Keras' update; the counts say so)."""
-    if optimizer.amsgrad:
-        return "amsgrad"
-    if any(v.dtype != "float32" for v in trainable_variables):
-        return "non-float32 weights"
-    return None
-
-
-def _fused_adam_step(optimizer, grads, trainable_variables, learning_rate):
-    """Runs the fused update; returns None, or why Keras' update must run instead."""
+def keras_torch_adam_update(optimizer, grads, variables, learning_rate):
+    """Keras' own torch Adam update (its foreach implementation) on any Adam instance."""
     import torch
 
-    reason = why_adam_not_fused(optimizer, trainable_variables)
-    if reason is not None:
-        return reason
     with torch.no_grad():
-        params = [v.value for v in trainable_variables]
-        indices = [optimizer._get_variable_index(v) for v in trainable_variables]
-        moments = [optimizer._momentums[i] for i in indices]
-        velocities = [optimizer._velocities[i] for i in indices]
-        stateless = in_stateless_scope()
-        groups = []
-        for p, g, m, v in zip(params, grads, moments, velocities):
-            m_value, v_value = m.value, v.value
-            if not stateless:
-                m_value = _laid_out_like(m, p)
-                v_value = _laid_out_like(v, p)
-            g = g.to(p.dtype)
-            if g.stride() != p.stride():  # autograd may hand back another layout
-                g = torch.empty_like(p).copy_(g)
-            group = _in_one_memory_order(p, g, m_value, v_value)
-            if group is None:
-                return "moments laid out unlike their weights in a stateless scope"
-            groups.append(group)
-        params, grads, exp_avgs, exp_avg_sqs = (list(t) for t in zip(*groups))
-        t = keras.ops.cast(optimizer.iterations + 1, "float32")
-        lr = keras.ops.cast(learning_rate, "float32")
-        step_size = lr * keras.ops.sqrt(1.0 - optimizer.beta_2**t) / (
-            1.0 - optimizer.beta_1**t
-        )
-        no_bias_correction = torch.full((), 2.0**40, device=params[0].device)
-        torch._fused_adam_(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            [],
-            [no_bias_correction] * len(params),
-            lr=step_size,
-            beta1=optimizer.beta_1,
-            beta2=optimizer.beta_2,
-            weight_decay=0.0,
-            eps=optimizer.epsilon,
-            amsgrad=False,
-            maximize=False,
-        )
-    return None
+        keras_torch_adam_class()._parallel_update_step(optimizer, grads, variables,
+                                                       learning_rate)
 
 
-def _laid_out_like(variable, reference):
-    """The variable's tensor, re-laid out in memory like `reference` if it is not (values
-    unchanged, the same torch Parameter object)."""
+def fused_adam_kernel(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps):
+    """`torch._fused_adam_` without weight decay, amsgrad or maximize."""
     import torch
 
-    value = variable.value
-    if value.stride() != reference.stride():
-        value.data = torch.empty_like(reference, dtype=value.dtype).copy_(value.data)
-    return value
+    torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr, beta1=beta1,
+                       beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
 
 
-def _in_one_memory_order(*tensors):
-    """The tensors as views the fused kernel can walk without copying, or None.
+def save_as_public_class(cls, public_name):
+    """Makes Keras serialise instances of `cls` as the public class `public_name` (loading
+    them then needs no keras_fmnist); loading `public_name` still gives Keras' own class."""
+    from keras.src import api_export
 
-    The kernel walks each tensor's memory in order and copies any tensor that is not
-    C-ordered. Tensors that all lie in one memory order become 1-D views in that order: the
-    same elements pair up and the update lands in the originals.
-    """
-    if all(t.is_contiguous() for t in tensors):
-        return tensors
-    first = tensors[0]
-    order = sorted(range(first.dim()), key=first.stride, reverse=True)
-    views = [t.permute(order) for t in tensors]
-    if not all(v.is_contiguous() for v in views):
-        return None
-    return [v.view(-1) for v in views]
+    api_export.REGISTERED_OBJS_TO_NAMES[cls] = public_name
+
+
+# Keras' torch optimizer classes: keras.optimizers.<name> is torch_<name lower>.<name> there.
+_KERAS_TORCH_OPTIMIZERS = ("Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Lion", "Nadam",
+                           "RMSprop", "SGD")
+
+
+@contextlib.contextmanager
+def keras_torch_optimizers_saved_as_public():
+    """Within the block, Keras' torch optimizer classes serialise under their public names
+    (`keras.optimizers.Adam`, ...), not their private torch module paths."""
+    import importlib
+
+    from keras.src import api_export
+
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    registry = api_export.REGISTERED_OBJS_TO_NAMES
+    saved = {}
+    for name in _KERAS_TORCH_OPTIMIZERS:
+        module = importlib.import_module(
+            f"keras.src.backend.torch.optimizers.torch_{name.lower()}")
+        cls = getattr(module, name)
+        saved[cls] = registry.get(cls)
+        registry[cls] = f"keras.optimizers.{name}"
+    try:
+        yield
+    finally:
+        for cls, before in saved.items():
+            if before is None:
+                registry.pop(cls, None)
+            else:
+                registry[cls] = before

@@ -26,7 +26,7 @@ import keras
 
 from keras_fmnist.accelerate import accelerate
 from keras_fmnist.augment import CutMix
-from keras_fmnist.backend import private_api
+from keras_fmnist import optimizers
 from keras_fmnist.models.resnet import build_resnet18
 from keras_fmnist.models.resnet import default_data_format
 from keras_fmnist.training import compile_model
@@ -180,7 +180,8 @@ def make_keras_step(batch_size, deform_layers=(), cutmix=False, seed=0, data_for
     if side not in KERAS_SIDES:
         raise ValueError(f"side must be one of {', '.join(KERAS_SIDES)}; got {side!r}")
     keras.utils.set_random_seed(seed)
-    kwargs = {} if data_format is None else {"data_format": data_format}
+    # What run.py trains: the backend's faster layout unless one is asked for.
+    kwargs = {"data_format": data_format or default_data_format()}
     model = build_resnet18(deform_layers=deform_layers, **kwargs)
     if side != "keras_stock":
         model = accelerate(model)
@@ -246,7 +247,8 @@ def compare(
         device: "cpu" or "cuda" (torch backend only for "cuda").
         inference: also time `predict_on_batch` vs `torch.no_grad()` forward.
         seed: seed of the batch and the models.
-        data_format: the Keras model's internal layout (None: `build_resnet18`'s default).
+        data_format: the Keras model's internal layout (None: `default_data_format()`, the
+            backend's faster one, as run.py trains).
         keras_sides: which Keras setups to time (keys of `KERAS_SIDES`; "keras" first).
 
     Returns:
@@ -335,7 +337,7 @@ def optimizer_update_times(configs=("default", "amsgrad"), repeats=5, steps=5, w
             optimizer.build(variables)
             counts = None
             if side == "fused_adam" and keras.backend.backend() == "torch":
-                counts = private_api.fuse_adam(optimizer)
+                counts = optimizers.as_fused(optimizer).counts
             sides[side] = (optimizer, grads, variables, counts)
         for optimizer, grads, variables, _ in sides.values():
             for _ in range(warmup):
