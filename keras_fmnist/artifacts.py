@@ -11,6 +11,8 @@ import math
 import os
 import tempfile
 
+from keras_fmnist import saving
+
 
 # Temporary files of atomic writes in progress in this process, so that an interrupt handler
 # can remove them before the process exits (see `remove_active_temp_files`).
@@ -105,8 +107,10 @@ def save_figure(fig, path, dpi=120):
 
 
 def save_model(model, path):
+    """The model as a `.keras` file that loads and predicts on every backend
+    (`keras_fmnist.saving`), written atomically."""
     with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
+        saving.save_model(getattr(model, "stock_model", model), tmp)
 
 
 def _jsonable(value):

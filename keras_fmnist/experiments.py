@@ -74,6 +74,7 @@ class RunConfig:
     ema_momentum: float = 0.999
     tta: bool = False  # also report the test accuracy with horizontal-flip TTA
     verbose: int = 2
+    tensorboard: bool = False  # also write keras.callbacks.TensorBoard logs (<run>/tensorboard)
 
     def readable_name(self):
         """The human part of the run's directory name (the identity hash follows it)."""
@@ -287,7 +288,8 @@ def build_model(config, mean=None, variance=None):
         block_size=config.block_size,
         input_mean=mean,
         input_variance=variance,
-        data_format=config.data_format,  # None: the builder's default_data_format()
+        # The layout the run's identity records: the backend's faster one unless given.
+        data_format=config.data_format or default_data_format(),
         seed=config.seed,
     )
     report = None
@@ -335,6 +337,9 @@ def train_model(config, data, extra_callbacks=(), output_dir=None, identity_hash
         val_batches = pipeline.ArrayBatches(*data["val"], batch_size=config.batch_size)
     divergence = fm_callbacks.StopOnNonFiniteLoss()
     callbacks = [divergence, *extra_callbacks]
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(
+            log_dir=os.path.join(output_dir, "tensorboard")))
     if config.regularizer == "dropblock":
         callbacks.append(DropBlockSchedule(total_steps=config.epochs * len(train_batches)))
     fit = training.fit(

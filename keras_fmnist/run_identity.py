@@ -17,7 +17,8 @@ import os
 
 # Settings that cannot change a run's result: where it writes, how it is named, how verbose
 # it is, and where the data is read from (replaced by the data's fingerprint).
-OUTPUT_ONLY = ("artifacts_dir", "run_name", "verbose", "data_dir", "data_source")
+OUTPUT_ONLY = ("artifacts_dir", "run_name", "verbose", "data_dir", "data_source",
+               "tensorboard")
 # Settings added after runs were recorded, with the value that reproduces the behaviour from
 # before they existed: at that value they are left out of the identity, so adding a setting
 # never orphans the recorded runs (their hashes stay what they were).

@@ -12,6 +12,7 @@ import time
 import keras
 
 from keras_fmnist import callbacks as fm_callbacks
+from keras_fmnist import optimizers
 from keras_fmnist import resume
 
 LEARNING_RATE = 3e-4
@@ -60,18 +61,29 @@ def make_optimizer(name="adam", learning_rate=LEARNING_RATE, momentum=0.9, weigh
     )
     if name == "sgd":
         return keras.optimizers.SGD(momentum=momentum, nesterov=True, **common)
-    return keras.optimizers.Adam(**common)
+    return default_adam(**common)
 
 
-def compile_model(model, learning_rate=LEARNING_RATE, optimizer=None, label_smoothing=0.0):
+def default_adam(**kwargs):
+    """Keras' Adam; on torch `FusedAdam` (the same update through one fused kernel, saved as
+    `keras.optimizers.Adam`)."""
+    if keras.backend.backend() == "torch":
+        return optimizers.FusedAdam(**kwargs)
+    return keras.optimizers.Adam(**kwargs)
+
+
+def compile_model(model: keras.Model, learning_rate: float = LEARNING_RATE,
+                  optimizer: keras.optimizers.Optimizer | None = None,
+                  label_smoothing: float = 0.0) -> keras.Model:
     """Compiles with cross-entropy on logits and argmax accuracy; the optimizer is `optimizer`
     (e.g. from `make_optimizer`) or, by default, the study's Keras `Adam(learning_rate)`.
 
-    Pass `keras_fmnist.accelerate(model)` for speed on torch: its `compile` then also runs
-    Adam's update through torch's fused kernel (the same update).
+    The default optimizer is `default_adam` (on torch `FusedAdam`: Keras' update through one
+    fused kernel, saved as `keras.optimizers.Adam`). Pass `keras_fmnist.accelerate(model)`
+    for speed on torch.
     """
     model.compile(
-        optimizer=optimizer or keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=optimizer or default_adam(learning_rate=learning_rate),
         loss=keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=label_smoothing
         ),

@@ -88,6 +88,8 @@ def test_settings_without_effect_do_not_split_identities():
     baseline = RunConfig(train_limit=600)
     # No regulariser: p and the block size cannot change the run.
     assert dataclasses.replace(baseline, p=0.7, block_size=3).run_dir() == baseline.run_dir()
+    # Writing TensorBoard logs as well changes nothing the run computes.
+    assert dataclasses.replace(baseline, tensorboard=True).run_dir() == baseline.run_dir()
     identity = baseline.identity()
     (_, y_train), _ = keras_fmnist.load_fashion_mnist()
     n_val = sum(round(c * 0.1) for c in np.bincount(y_train[:600]))  # stratified

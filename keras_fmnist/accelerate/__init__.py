@@ -24,7 +24,7 @@ model's layers and weights and runs:
   proves it safe: the overwritten tensor has exactly one reader, is neither a model input
   nor a model output, and was produced by a layer whose backward pass does not need it;
 - on a model compiled through it with Keras' `Adam`, that optimizer's update through
-  torch's fused Adam kernel (same update; see `keras_fmnist.backend.private_api.fuse_adam`).
+  torch's fused Adam kernel (same update; see `keras_fmnist.optimizers.FusedAdam`).
 
 The package: `graph.py` (a read-only view of the model's graph), `lowerings.py` (the
 registry: how each layer type runs; the one place to add one), `inplace.py` (which ReLU and

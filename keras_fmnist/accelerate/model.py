@@ -4,6 +4,8 @@ import warnings
 
 import keras
 
+from keras_fmnist import optimizers
+from keras_fmnist import saving
 from keras_fmnist.accelerate.planner import plan_model
 from keras_fmnist.accelerate.plan import Decision
 from keras_fmnist.backend import private_api
@@ -17,7 +19,7 @@ def _why_not_on_this_backend():
     return private_api.check_versions()
 
 
-def accelerate(model, verbose=False):
+def accelerate(model: keras.Model, verbose: bool = False) -> keras.Model:
     """A model sharing `model`'s layers and weights whose torch forward is faster.
 
     Args:
@@ -173,17 +175,19 @@ class AcceleratedModel(keras.Model):
         return self.stock_model.compute_output_shape(input_shape)
 
     def compile(self, optimizer="rmsprop", **kwargs):
-        """`keras.Model.compile`; Keras' own `Adam` then updates through torch's fused
-        kernel (the same update), and the stock model is compiled alike so that `save()`
-        writes the compile configuration and the optimizer's state."""
+        """`keras.Model.compile`; Keras' own `Adam` is then turned into a
+        `keras_fmnist.optimizers.FusedAdam` in place (the same object and state, the same
+        update, through torch's fused kernel; it still saves as `keras.optimizers.Adam`),
+        and the stock model is compiled alike so that `save()` writes the compile
+        configuration and the optimizer's state."""
         super().compile(optimizer=optimizer, **kwargs)
         self.stock_model.compile(optimizer=self.optimizer, **kwargs)
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         self._decisions[:] = [d for d in self._decisions if d.layers != ("optimizer",)]
-        if private_api.is_keras_adam(inner):
+        if isinstance(inner, optimizers.FusedAdam) or private_api.is_keras_adam(inner):
             # Fused either way: the counts then record every step that runs Keras' update.
-            private_api.fuse_adam(inner)
-            why_not = private_api.why_adam_not_fused(inner, self.stock_model.trainable_variables)
+            optimizers.as_fused(inner)
+            why_not = optimizers.why_not_fused(inner, self.stock_model.trainable_variables)
             if why_not is None:
                 decision = Decision(["optimizer"], "Adam updated by torch's fused kernel")
             else:
@@ -199,8 +203,11 @@ class AcceleratedModel(keras.Model):
         self._decisions.append(decision)
 
     def save(self, filepath, overwrite=True, zipped=None, **kwargs):
-        """Saves the stock model (`keras.Model.save`), so the file needs no keras_fmnist."""
-        return self.stock_model.save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+        """Saves the stock model, portably (`keras_fmnist.saving.save_model`): the file
+        needs no keras_fmnist (unless the model holds its layers), and loads and predicts on
+        every backend."""
+        return saving.save_model(self.stock_model, filepath, overwrite=overwrite,
+                                 zipped=zipped, **kwargs)
 
     def save_weights(self, filepath, overwrite=True, **kwargs):
         return self.stock_model.save_weights(filepath, overwrite=overwrite, **kwargs)
@@ -220,6 +227,6 @@ class AcceleratedModel(keras.Model):
         return cls(model, **config)
 
 
-def stock_model(model):
+def stock_model(model: keras.Model) -> keras.Model:
     """The stock model behind an `AcceleratedModel`, or `model` itself."""
     return model.stock_model if isinstance(model, AcceleratedModel) else model

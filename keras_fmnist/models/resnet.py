@@ -23,6 +23,8 @@ study placed it; `regularizer` swaps every BasicBlock for its DropBlock or stoch
 variant.
 """
 
+from collections.abc import Sequence
+
 import keras
 
 from keras_fmnist.backend import layout
@@ -45,12 +47,13 @@ def torchvision_module_name(layer_name):
     return layer_name.replace("_", ".")
 
 
-def default_data_format(backend=None):
-    """The internal layout `build_resnet18` uses when none is given: the faster one.
+def default_data_format(backend: str | None = None) -> str:
+    """The faster internal layout for the backend, the one `run.py` trains with.
 
     torch: channels_first, torch's own layout (`python -m keras_fmnist.bench --data-format`
     measures both; benchmarks/results/). Other backends keep Keras' own default,
-    `keras.config.image_data_format()`.
+    `keras.config.image_data_format()`. `build_resnet18` itself defaults to channels_last,
+    the layout every backend runs on every machine.
     """
     backend = backend or keras.backend.backend()
     return "channels_first" if backend == "torch" else keras.config.image_data_format()
@@ -204,22 +207,22 @@ def _validate(stem, stages, deform_layers, regularizer, p, block_size, stochasti
 
 
 def build_resnet18(
-    num_classes=10,
-    input_shape=(28, 28, 1),
-    stem="imagenet",
-    stages=3,
-    deform_layers=(),
-    regularizer=None,
-    p=0.1,
-    block_size=7,
-    stochastic_depth_rule="uniform",
-    deform_implementation="auto",
-    input_mean=None,
-    input_variance=None,
-    data_format=None,
-    seed=None,
-    name="resnet18",
-):
+    num_classes: int = 10,
+    input_shape: tuple[int, int, int] = (28, 28, 1),
+    stem: str = "imagenet",
+    stages: int = 3,
+    deform_layers: Sequence[int] = (),
+    regularizer: str | None = None,
+    p: float = 0.1,
+    block_size: int = 7,
+    stochastic_depth_rule: str = "uniform",
+    deform_implementation: str = "auto",
+    input_mean: float | Sequence[float] | None = None,
+    input_variance: float | Sequence[float] | None = None,
+    data_format: str | None = None,
+    seed: int | None = None,
+    name: str = "resnet18",
+) -> keras.Model:
     """Builds the study's ResNet-18 (torchvision's resnet18, adapted) as a functional model.
 
     Args:
@@ -239,9 +242,11 @@ def build_resnet18(
         input_mean, input_variance: when given, a Normalization layer standardises the input
             with these (the training set's) statistics inside the model.
         data_format: "channels_last" or "channels_first" for the internal layers; the model's
-            input is channels-last either way. None: `default_data_format()`, the faster one
-            for the backend (channels_first on torch). channels_first is refused (ValueError)
-            where the backend cannot run it (TensorFlow on a CPU without its oneDNN kernels).
+            input is channels-last either way. None: channels_last, which runs (and whose
+            saved file loads) on every backend and CPU; on torch `default_data_format()`
+            ("channels_first") trains a few percent faster through `accelerate` (run.py uses
+            it). channels_first is refused (ValueError) where the backend cannot run it
+            (TensorFlow on a CPU without its oneDNN kernels).
         seed: seed for the regularisers' random layers.
         name: the model's name.
 
@@ -259,7 +264,7 @@ def build_resnet18(
     deform_layers = tuple(sorted(set(deform_layers or ())))
     _validate(stem, stages, deform_layers, regularizer, p, block_size, stochastic_depth_rule)
     if data_format is None:
-        data_format = default_data_format()
+        data_format = "channels_last"
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError(
             f"data_format must be 'channels_last' or 'channels_first'; got {data_format!r}"
