@@ -14,15 +14,17 @@ import signal
 import sys
 import tempfile
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
-
 INTERRUPTED_LINE = "interrupted: {} finished runs kept; rerun the same command to resume"
+
+
+# The terminal's stderr, also while `_quietly` points file descriptor 2 elsewhere.
+_STDERR = [2]
 
 
 def _interrupted_while_starting(signum, frame):
     # Until main installs its own handler: the imports below take seconds, and a Ctrl-C there
     # is still one line and exit 130, not a traceback.
-    print(INTERRUPTED_LINE.format(0), file=sys.stderr, flush=True)
+    os.write(_STDERR[0], (INTERRUPTED_LINE.format(0) + "\n").encode())
     os._exit(130)
 
 
@@ -30,15 +32,15 @@ signal.signal(signal.SIGINT, _interrupted_while_starting)
 signal.signal(signal.SIGTERM, _interrupted_while_starting)
 
 
-def _import_tensorflow_quietly():
-    """Imports TensorFlow and finds its devices with their start-up chatter kept off stderr.
+def _quietly(load):
+    """Runs `load` (an import) with the native libraries' start-up chatter kept off stderr.
 
     TensorFlow's C++ libraries log at load time (oneDNN, CUDA drivers, CPU instructions)
     straight to file descriptor 2, before absl logging is set up, so neither
     TF_CPP_MIN_LOG_LEVEL nor absl's Python logging reaches those lines; they would break the
-    one-line error contract. They go to a temporary file instead, which is shown only if the
-    import fails. TF_CPP_MIN_LOG_LEVEL is raised to 2 (unless set higher) so that its later INFO
-    and WARNING lines stay quiet too; errors still show.
+    one-line error contract. They go to a temporary file instead, which is shown only if
+    `load` fails. TF_CPP_MIN_LOG_LEVEL is raised to 2 (unless set higher) so that its later
+    INFO and WARNING lines stay quiet too; errors still show.
     """
     # At least 2, whatever the environment says: importing TensorFlow sets it to 1 in
     # os.environ, so a run.py started by a Python process that loaded TF inherits 1, and TF
@@ -49,15 +51,16 @@ def _import_tensorflow_quietly():
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     sys.stderr.flush()
     saved = os.dup(2)
+    _STDERR[0] = saved
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow
-
-            # Finding the devices loads the CUDA driver where TF was built with CUDA; on a
-            # machine without a GPU that logs an error line ("failed call to cuInit") at the
-            # first tensor op, which may come before a user error is reported.
-            tensorflow.config.list_physical_devices()
+            load()
+            if "tensorflow" in sys.modules:
+                # Finding the devices loads the CUDA driver where TF was built with CUDA; on
+                # a machine without a GPU that logs an error line ("failed call to cuInit")
+                # at the first tensor op, which may come before a user error is reported.
+                sys.modules["tensorflow"].config.list_physical_devices()
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
@@ -65,21 +68,26 @@ def _import_tensorflow_quietly():
             raise
         finally:
             os.dup2(saved, 2)
+            _STDERR[0] = 2
             os.close(saved)
 
 
-# On the tensorflow backend, first thing. On the others, Keras imports TensorFlow too where it
-# is installed (keras.utils.set_random_seed seeds it), so main imports it quietly once the
-# flags are checked: a user error costs no TensorFlow import (about 4 s here), and by then
-# keras has imported torch (TF imported before torch segfaults when torchvision loads).
-if os.environ["KERAS_BACKEND"] == "tensorflow":
-    _import_tensorflow_quietly()
+def _import_tensorflow_quietly():
+    _quietly(lambda: importlib.import_module("tensorflow"))
+
+
+# The package first: it chooses the backend (the user's, else torch) and imports keras, which
+# imports TensorFlow on the tensorflow backend. On the others, Keras imports TensorFlow too
+# where it is installed (keras.utils.set_random_seed seeds it), so main imports it quietly
+# once the flags are checked: a user error costs no TensorFlow import (about 4 s here), and by
+# then keras has imported torch (TF imported before torch segfaults when torchvision loads).
+_quietly(lambda: importlib.import_module("keras_fmnist.study"))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
-from keras_fmnist import study  # noqa: E402
+from keras_fmnist import study  # noqa: E402  (imported above, quietly)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("experiment", "baseline", study.EXPERIMENTS,
@@ -164,6 +172,9 @@ flags.DEFINE_enum("stem", "imagenet", ("imagenet", "cifar"),
 flags.DEFINE_string("torchvision_weights", None,
                     "A torchvision resnet18 state_dict (.pth) to start from, e.g. ImageNet "
                     "weights as the study did (3-channel stem summed to 1 channel).")
+flags.DEFINE_boolean("tensorboard", False, "Also write keras.callbacks.TensorBoard logs per "
+                     "run (<run dir>/tensorboard; Keras' callback needs tensorflow; view with "
+                     "`tensorboard --logdir <artifacts_dir>`).")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 a line "
                      "per epoch.", lower_bound=0, upper_bound=2)
 
@@ -289,6 +300,7 @@ def config_from_flags():
         ema_momentum=FLAGS.ema_momentum,
         tta=FLAGS.tta,
         verbose=FLAGS.verbose,
+        tensorboard=FLAGS.tensorboard,
     )
     if FLAGS.experiment == "strong":
         config = with_strong_recipe(config)
@@ -372,6 +384,9 @@ def main(argv):
     base = config_from_flags()
     check_recipe(base)
     check_layout(base)
+    if base.tensorboard and not importlib.util.find_spec("tensorflow"):
+        _fail("--tensorboard needs tensorflow (Keras' TensorBoard callback writes through "
+              "tf.summary): pip install tensorflow tensorboard")
     if "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow"):
         _import_tensorflow_quietly()
     seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None

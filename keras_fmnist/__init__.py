@@ -1,13 +1,13 @@
 """keras_fmnist: a Keras 3 re-implementation of a Fashion-MNIST ResNet-18 study.
 
-Importing the package registers its custom layers for `.keras` deserialisation and makes
-torch the Keras backend when KERAS_BACKEND is unset (it must happen before keras is first
-imported, so import keras_fmnist before keras in your scripts if you rely on that default).
+Importing the package registers its custom layers for `.keras` deserialisation. The Keras
+backend is the user's (`KERAS_BACKEND`, else `keras.json`); where the user chose none, and
+keras is not imported yet, it is torch (`keras_fmnist.backend.choice`).
 """
 
-import os
+from keras_fmnist.backend import choice as _choice
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
+_choice.choose_backend()
 
 from keras_fmnist import augment  # noqa: E402
 from keras_fmnist import layers  # noqa: E402

@@ -2,7 +2,12 @@
 module level (lazy imports inside functions are kept for optional dependencies only)."""
 
 import ast
+import json
 import os
+import subprocess
+import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "keras_fmnist"
@@ -114,3 +119,47 @@ def test_the_package_imports_its_own_modules_at_module_level():
             if any(n == PACKAGE or n.startswith(PACKAGE + ".") for n in names):
                 lazy.append(f"{name}:{node.lineno}")
     assert lazy == []
+
+
+def _backend_after_import(tmp_path, keras_json=None, env_backend=None, code=None):
+    home = tmp_path / "keras_home"
+    home.mkdir(exist_ok=True)
+    if keras_json is not None:
+        (home / "keras.json").write_text(json.dumps(keras_json))
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(home)
+    if env_backend:
+        env["KERAS_BACKEND"] = env_backend
+    code = code or "import keras_fmnist, keras; print('BACKEND', keras.backend.backend())"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300)
+
+
+@pytest.mark.cli_orchestration
+def test_the_users_backend_wins_and_torch_is_only_the_default(tmp_path):
+    def backend(**kwargs):
+        result = _backend_after_import(tmp_path, **kwargs)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return [l for l in result.stdout.splitlines() if l.startswith("BACKEND")][0].split()[1]
+
+    assert backend(keras_json={"backend": "jax"}) == "jax"  # keras.json is the user's
+    assert backend(keras_json={"backend": "jax"}, env_backend="tensorflow") == "tensorflow"
+    assert backend(keras_json={"floatx": "float32"}) == "torch"  # no backend named
+    # What Keras writes on its first import anywhere: not a choice (KERAS_BACKEND is).
+    assert backend(keras_json={"backend": "tensorflow"}) == "torch"
+    (tmp_path / "keras_home" / "keras.json").unlink()
+    assert backend() == "torch"  # nothing chosen
+
+
+@pytest.mark.cli_orchestration
+def test_tensorflow_imported_after_the_package_on_torch_works(tmp_path):
+    """The safe order, which run.py takes: torch (through keras_fmnist) first, then
+    TensorFlow (the other order crashes inside TensorFlow's own import on the torch backend,
+    which loads Keras and so torch's compiler after TensorFlow's libraries)."""
+    result = _backend_after_import(tmp_path, env_backend="torch", code=(
+        "import keras_fmnist, keras, numpy as np\n"
+        "import tensorflow, torchvision\n"
+        "m = keras_fmnist.accelerate(keras_fmnist.build_resnet18(stages=1))\n"
+        "print('BACKEND', keras.backend.backend(), tuple(m(np.zeros((1, 28, 28, 1))).shape))"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "BACKEND torch (1, 10)" in result.stdout

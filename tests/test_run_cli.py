@@ -79,9 +79,12 @@ def test_smoke_run_writes_artifacts(tmp_path):
         f"--artifacts_dir={tmp_path}",
         "--run_name=smoke",
         "--verbose=0",
+        "--tensorboard",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "baseline" / "smoke"
+    for phase in ("train", "validation"):  # keras.callbacks.TensorBoard's event files
+        assert list((run_dir / "tensorboard" / phase).glob("events.out.tfevents.*")), phase
     for name in ("model.keras", "history.csv", "metrics.json", "curves.png",
                  "confusion_matrix.png", "predictions.png"):
         assert (run_dir / name).stat().st_size > 0, name
