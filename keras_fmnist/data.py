@@ -268,7 +268,9 @@ def load_from_keras():
         raise DatasetError(f"keras could not download fashion_mnist: {e}") from None
 
 
-def load_fashion_mnist(data_dir=None, source="auto"):
+def load_fashion_mnist(
+    data_dir: str | os.PathLike | None = None, source: str = "auto"
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Loads Fashion-MNIST as `keras.datasets.fashion_mnist.load_data()` does.
 
     Args:

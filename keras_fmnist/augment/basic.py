@@ -58,12 +58,12 @@ class BasicAugment(ClassificationAugmentation):
 
     def __init__(
         self,
-        padding=4,
-        horizontal_flip=True,
-        vertical_flip=True,
-        fill_value=0.0,
-        seed=None,
-        data_format=None,
+        padding: int = 4,
+        horizontal_flip: bool = True,
+        vertical_flip: bool = True,
+        fill_value: float = 0.0,
+        seed: int | None = None,
+        data_format: str | None = None,
         **kwargs,
     ):
         super().__init__(data_format=data_format, **kwargs)

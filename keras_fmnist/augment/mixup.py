@@ -61,11 +61,11 @@ class MixUp(MixingAugmentation):
 
     def __init__(
         self,
-        alpha=0.2,
-        probability=1.0,
-        per_sample=True,
-        seed=None,
-        data_format=None,
+        alpha: float = 0.2,
+        probability: float = 1.0,
+        per_sample: bool = True,
+        seed: int | None = None,
+        data_format: str | None = None,
         **kwargs,
     ):
         super().__init__(alpha, probability, per_sample, seed, data_format=data_format, **kwargs)

@@ -46,7 +46,8 @@ def _spatial_size(shape, data_format):
     return height, width
 
 
-def drop_block2d(inputs, rate, block_size, seed=None, data_format="channels_last"):
+def drop_block2d(inputs, rate: float, block_size: int, seed=None,
+                 data_format: str = "channels_last"):
     """Drops contiguous `block_size` x `block_size` regions of a feature map.
 
     Each channel of each sample gets its own mask (as in the paper and in
@@ -182,7 +183,8 @@ class DropBlock2D(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, rate, block_size=7, seed=None, data_format=None, **kwargs):
+    def __init__(self, rate: float, block_size: int = 7, seed: int | None = None,
+                 data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.rate = validate_rate(rate)
         self.block_size = validate_positive_int("block_size", block_size)

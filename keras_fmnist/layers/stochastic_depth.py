@@ -9,11 +9,12 @@ for the per-block drop rates.
 import keras
 from keras import ops
 
+from keras_fmnist.backend import private_api
 from keras_fmnist.validation import validate_positive_int
 from keras_fmnist.validation import validate_rate
 
 
-def stochastic_depth_rates(rate, num_blocks):
+def stochastic_depth_rates(rate: float, num_blocks: int) -> list[float]:
     """The paper's linear decay rule, as drop rates of blocks 1..L.
 
     Huang et al. 2016 (eq. 4) give block l of L the survival probability
@@ -114,13 +115,13 @@ class StochasticDepth(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, rate, seed=None, **kwargs):
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.rate = validate_rate(rate)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
-        self._build_at_init()
+        private_api.build_at_init(self)  # no weights: built once constructed, as Dropout
 
     def call(self, inputs, training=False):
         # Integer feature maps or images would be scaled in integers (1 / keep truncated);

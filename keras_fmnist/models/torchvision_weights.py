@@ -6,6 +6,9 @@ conv weights (out, in, kh, kw) -> (kh, kw, in, out), dense (out, in) -> (in, out
 maps gamma/beta/moving mean/moving variance to weight/bias/running_mean/running_var.
 """
 
+import os
+from collections.abc import Mapping
+
 import numpy as np
 
 import keras
@@ -47,7 +50,7 @@ def _required_entries():
 REQUIRED_ENTRIES = _required_entries()
 
 
-def load_state_dict_file(path):
+def load_state_dict_file(path: str | os.PathLike) -> dict:
     """Reads a `.pth` state_dict (a plain dict of tensors, or a pickled full model).
 
     Raises:
@@ -91,7 +94,8 @@ def _conv_kernel(weight, target_shape, name):
     return kernel
 
 
-def load_torchvision_weights(model, state_dict, verbose=True):
+def load_torchvision_weights(model: keras.Model, state_dict: Mapping | str | os.PathLike,
+                             verbose: bool = True) -> dict[str, list[str]]:
     """Loads torchvision resnet18 weights into a model built by `build_resnet18`.
 
     Args:

@@ -218,11 +218,11 @@ def deform_conv2d(
     kernel,
     mask=None,
     bias=None,
-    strides=1,
-    padding=0,
-    dilation_rate=1,
-    implementation="auto",
-    data_format="channels_last",
+    strides: int | tuple[int, int] = 1,
+    padding: str | int = 0,
+    dilation_rate: int | tuple[int, int] = 1,
+    implementation: str = "auto",
+    data_format: str = "channels_last",
 ):
     """Deformable 2D convolution (DCNv2 with `mask`, DCNv1 without).
 
