@@ -187,3 +187,32 @@ def accuracy_vs_compute(series, path, title="Validation accuracy vs training tim
     ax.legend(fontsize=7)
     artifacts.save_figure(fig, path)
     plt.close(fig)
+
+
+def paired_differences(rows, path, title="Paired differences over seeds (points)"):
+    """rows: [(label, per-seed differences, (low, high) or None, the study's difference or
+    None)], drawn as one line each: the seeds' points, the 95% interval as a bar, the
+    study's difference as a cross (clipped to the axis: the study's differences reach 17
+    points, ours stay within a few), and zero."""
+    ours = [d for _, ds, iv, _ in rows for d in (*ds, *(iv or ()))]
+    span = max(1.0, max((abs(d) for d in ours), default=1.0) * 1.3)
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.4))
+    for i, (label, differences, interval, study) in enumerate(rows):
+        y = len(rows) - 1 - i
+        if interval is not None:
+            ax.plot(interval, [y, y], color="C0", linewidth=3, alpha=0.6,
+                    label="95% interval (Student t)" if i == 0 else None)
+        ax.scatter(differences, [y] * len(differences), color="C0", s=14, zorder=3,
+                   label="one seed" if i == 0 else None)
+        if study is not None:
+            ax.scatter([min(max(study, -span), span)], [y], marker="x", color="C3", zorder=3,
+                       label="the study (one run; clipped)" if i == 0 else None)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [label for label, *_ in reversed(rows)], fontsize=8)
+    ax.set_xlim(-span, span)
+    ax.set_xlabel("difference a - b (percentage points)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7, loc="lower right")
+    artifacts.save_figure(fig, path)
+    plt.close(fig)
