@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import tempfile
+import types
 
 INTERRUPTED_LINE = "interrupted: {} finished runs kept; rerun the same command to resume"
 
@@ -81,13 +82,14 @@ def _import_tensorflow_quietly():
 # where it is installed (keras.utils.set_random_seed seeds it), so main imports it quietly
 # once the flags are checked: a user error costs no TensorFlow import (about 4 s here), and by
 # then keras has imported torch (TF imported before torch segfaults when torchvision loads).
-_quietly(lambda: importlib.import_module("keras_fmnist.study"))
+_quietly(lambda: importlib.import_module("keras_fmnist.run_config"))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
-from keras_fmnist import study  # noqa: E402  (imported above, quietly)
+from keras_fmnist import run_config  # noqa: E402  (imported above, quietly)
+from keras_fmnist import study  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("experiment", "baseline", study.EXPERIMENTS,
@@ -105,19 +107,8 @@ flags.DEFINE_enum("regularizer", "dropblock", study.REGULARIZERS,
                   "Regulariser of the regularize experiment.")
 flags.DEFINE_string("p", "0.1", "Drop probability of the regulariser in (0, 1), or sweep "
                     "(p = 0.1 .. 1.0 in steps of 0.1).")
-flags.DEFINE_integer("block_size", 7, "DropBlock block size (clamped to the feature map).",
-                     lower_bound=1)
-flags.DEFINE_enum("data_format", None, ("channels_last", "channels_first"),
-                  "Internal layout of the model's layers (same results; a speed choice, see "
-                  "README's Performance section). Default: channels_first on torch (measured "
-                  "faster), Keras' default elsewhere. The model's input is channels-last "
-                  "either way.")
 flags.DEFINE_boolean("force", False, "Retrain runs that already finished (default: a sweep "
                      "skips them and resumes the rest).")
-flags.DEFINE_integer("epochs", 10, "Maximum training epochs.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 128, "Examples per batch.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed of weights, split, shuffling and augmentation.",
-                     lower_bound=0)
 flags.DEFINE_list("seeds", None, "Run each configuration once per seed, e.g. 0,1,2 (overrides "
                   "--seed); the report shows mean +- std over seeds.")
 flags.DEFINE_integer("workers", 1, "Runs of a sweep trained at once, each in its own process "
@@ -131,52 +122,27 @@ flags.DEFINE_float("gpus_per_run", 0.0, "Ray engine: GPUs per run; fractions sha
 flags.DEFINE_string("ray_address", None, "Ray engine: auto or HOST:PORT of a running cluster "
                     "(default: start Ray locally). --artifacts_dir must be storage every node "
                     "sees.")
-flags.DEFINE_float("learning_rate", 3e-4, "Peak learning rate.", lower_bound=0.0)
-flags.DEFINE_enum("optimizer", "adam", ("adam", "sgd"),
-                  "adam (the study's) or sgd (Nesterov momentum, --momentum).")
-flags.DEFINE_float("momentum", 0.9, "SGD's Nesterov momentum.", lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (Keras' weight_decay).",
-                   lower_bound=0.0)
-flags.DEFINE_enum("lr_schedule", "constant", ("constant", "cosine"),
-                  "constant, or cosine decay to 0 after --warmup_epochs of linear warm-up.")
-flags.DEFINE_integer("warmup_epochs", 0, "Linear warm-up epochs (needs --lr_schedule=cosine).",
-                     lower_bound=0)
-flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy.",
-                   lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_boolean("ema", False, "Validate, keep and test a moving average of the weights.")
-flags.DEFINE_float("ema_momentum", 0.999, "Momentum of --ema's average.", lower_bound=0.0,
-                   upper_bound=1.0)
-flags.DEFINE_boolean("tta", False, "Also report the test accuracy with horizontal-flip "
-                     "test-time augmentation (test_accuracy_tta; test_accuracy stays plain).")
-flags.DEFINE_integer("patience", 3,
-                     "Early stopping: epochs without a val-accuracy gain (0 disables).",
-                     lower_bound=0)
-flags.DEFINE_float("val_fraction", 0.1,
-                   "Share of each training class held out for validation, in (0, 1).")
-flags.DEFINE_integer("train_limit", None,
-                     "Use only the first N training examples (smoke runs).", lower_bound=1)
-flags.DEFINE_integer("test_limit", None, "Use only the first N test examples.", lower_bound=1)
-flags.DEFINE_string("data_dir", None,
-                    "Directory with the four Fashion-MNIST IDX .gz files (default: "
-                    "$FASHION_MNIST_DIR, /usr/share/datasets/fashion-mnist, "
-                    "~/.keras/datasets/fashion-mnist).")
-flags.DEFINE_enum("data_source", "auto", ("auto", "files", "tfds", "keras"),
-                  "Where the data comes from: local IDX files (auto falls back to keras' "
-                  "download), tensorflow-datasets, or keras' download.")
-flags.DEFINE_string("artifacts_dir", "artifacts",
-                    "Root of the outputs: <artifacts_dir>/<experiment>/<run name>/.")
-flags.DEFINE_string("run_name", None, "Name of a single run's directory (default: its settings "
-                    "and a hash of its identity); not allowed with a sweep.")
-flags.DEFINE_enum("stem", "imagenet", ("imagenet", "cifar"),
-                  "imagenet: 7x7/2 conv + max-pool (the study); cifar: 3x3/1 conv, no pool.")
-flags.DEFINE_string("torchvision_weights", None,
-                    "A torchvision resnet18 state_dict (.pth) to start from, e.g. ImageNet "
-                    "weights as the study did (3-channel stem summed to 1 channel).")
-flags.DEFINE_boolean("tensorboard", False, "Also write keras.callbacks.TensorBoard logs per "
-                     "run (<run dir>/tensorboard; Keras' callback needs tensorflow; view with "
-                     "`tensorboard --logdir <artifacts_dir>`).")
-flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 a line "
-                     "per epoch.", lower_bound=0, upper_bound=2)
+
+
+def _define_setting(field):
+    """`--<name>` for a RunConfig setting: its default, help, choices and bounds."""
+    meta = field.metadata
+    kind = run_config.value_type(field)
+    if kind is bool:
+        flags.DEFINE_boolean(field.name, field.default, meta["help"])
+    elif meta["choices"] is not None:
+        flags.DEFINE_enum(field.name, field.default, meta["choices"], meta["help"])
+    elif kind in (int, float):
+        define = flags.DEFINE_integer if kind is int else flags.DEFINE_float
+        define(field.name, field.default, meta["help"], lower_bound=meta["lower"],
+               upper_bound=meta["upper"])
+    else:
+        flags.DEFINE_string(field.name, field.default, meta["help"])
+
+
+# Every other flag is a setting of the runs, defined once, in RunConfig.
+for _field in run_config.flag_settings():
+    _define_setting(_field)
 
 
 def _parses(parse, text):
@@ -193,24 +159,15 @@ def _valid_fraction(value):
 
 
 # absl's bounds let nan through (every comparison with nan is false) and take inf.
-for _name in ("learning_rate", "momentum", "weight_decay", "label_smoothing", "ema_momentum",
-              "val_fraction", "gpus_per_run"):
+for _name in [f.name for f in run_config.flag_settings() if run_config.value_type(f) is float
+              ] + ["gpus_per_run"]:
     flags.register_validator(
         _name, lambda value: value is None or math.isfinite(value),
         message=f"--{_name} must be a finite number")
 
 
-def _valid_run_name(name):
-    """A plain directory name: no path separator, not . or .., not hidden (the dot names
-    beside the runs are claims and staging directories)."""
-    if name is None:
-        return True
-    separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
-    return bool(name) and not name.startswith(".") and not any(s in name for s in separators)
-
-
 flags.register_validator(
-    "run_name", _valid_run_name,
+    "run_name", lambda name: name is None or run_config.plain_directory_name(name),
     message="--run_name must be a plain directory name: no path separator, not starting "
             "with '.'")
 
@@ -270,54 +227,30 @@ def _fail(message):
 
 
 def config_from_flags():
-    from keras_fmnist.experiments import RunConfig
-
-    config = RunConfig(
-        experiment=FLAGS.experiment,
-        epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size,
-        seed=FLAGS.seed,
-        learning_rate=FLAGS.learning_rate,
-        patience=FLAGS.patience,
-        val_fraction=FLAGS.val_fraction,
-        train_limit=FLAGS.train_limit,
-        test_limit=FLAGS.test_limit,
-        data_dir=FLAGS.data_dir,
-        data_source=FLAGS.data_source,
-        artifacts_dir=FLAGS.artifacts_dir,
-        run_name=FLAGS.run_name,
-        stem=FLAGS.stem,
-        block_size=FLAGS.block_size,
-        data_format=FLAGS.data_format,
-        torchvision_weights=FLAGS.torchvision_weights,
-        optimizer=FLAGS.optimizer,
-        momentum=FLAGS.momentum,
-        weight_decay=FLAGS.weight_decay,
-        lr_schedule=FLAGS.lr_schedule,
-        warmup_epochs=FLAGS.warmup_epochs,
-        label_smoothing=FLAGS.label_smoothing,
-        ema=FLAGS.ema,
-        ema_momentum=FLAGS.ema_momentum,
-        tta=FLAGS.tta,
-        verbose=FLAGS.verbose,
-        tensorboard=FLAGS.tensorboard,
-    )
+    """The RunConfig the flags describe: every setting flag by its name; with
+    --experiment=strong, the strong recipe wherever a flag was left unset."""
+    values = {f.name: FLAGS[f.name].value for f in run_config.flag_settings()}
     if FLAGS.experiment == "strong":
-        config = with_strong_recipe(config)
-    return config
+        values.update(strong_recipe_changes())
+    check_recipe(types.SimpleNamespace(**values))
+    # The whole-study experiments and the report plan runs of the run experiments; their
+    # base config only carries the shared settings.
+    experiment = FLAGS.experiment if FLAGS.experiment in run_config.RUN_EXPERIMENTS else "baseline"
+    try:
+        return run_config.RunConfig(experiment=experiment, **values)
+    except ValueError as e:
+        _fail(e)
 
 
-def with_strong_recipe(config):
+def strong_recipe_changes():
     """The strong recipe's settings wherever the command line (or a flagfile) left a flag
     unset; the study's regularisers join it only when --regularizer is given."""
-    import dataclasses
-
     from keras_fmnist import recipes
 
     changes = {k: v for k, v in recipes.STRONG.items() if k != "augment" and not FLAGS[k].present}
     if FLAGS["regularizer"].present:
         changes["regularizer"] = FLAGS.regularizer
-    return dataclasses.replace(config, **changes)
+    return changes
 
 
 def check_recipe(config):
@@ -382,7 +315,6 @@ def main(argv):
     from keras_fmnist import worker
 
     base = config_from_flags()
-    check_recipe(base)
     check_layout(base)
     if base.tensorboard and not importlib.util.find_spec("tensorflow"):
         _fail("--tensorboard needs tensorflow (Keras' TensorBoard callback writes through "

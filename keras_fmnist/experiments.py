@@ -1,7 +1,7 @@
 """One training run of the study: its settings and identity, data, model, fit, evaluation.
 
-`RunConfig` holds every setting of a run and names its directory from its identity
-(`keras_fmnist.run_identity`); `run_training` composes the library pieces (`train_model`,
+`RunConfig` (`keras_fmnist.run_config`) holds every setting of a run and names its directory
+from its identity; the data comes through `keras_fmnist.run_data`; `run_training` composes the library pieces (`train_model`,
 `evaluate_model`, `write_figures`, `run_record`) and writes, under
 `<artifacts_dir>/<experiment>/<readable name>-<identity hash>/`: `model.keras`,
 `history.csv`, `metrics.json` (last), `curves.png`, `confusion_matrix.png` and
@@ -23,11 +23,15 @@ from keras_fmnist import callbacks as fm_callbacks
 from keras_fmnist import pipeline
 from keras_fmnist import plots
 from keras_fmnist import run_identity
+from keras_fmnist.run_config import RunConfig  # noqa: F401  (its historical home)
+from keras_fmnist.run_data import check_split  # noqa: F401
+from keras_fmnist.run_data import data_fingerprint  # noqa: F401
+from keras_fmnist.run_data import load_data  # noqa: F401
+from keras_fmnist.run_data import prepare_data
+from keras_fmnist.run_data import split_sizes  # noqa: F401
 from keras_fmnist import staging
 from keras_fmnist import training
 from keras_fmnist.data import CLASS_NAMES
-from keras_fmnist.data import NUM_CLASSES
-from keras_fmnist.data import load_fashion_mnist
 from keras_fmnist.accelerate import accelerate
 from keras_fmnist.models.resnet import build_resnet18
 from keras_fmnist.models.resnet import default_data_format
@@ -35,180 +39,6 @@ from keras_fmnist.models.torchvision_weights import load_torchvision_weights
 from keras_fmnist.schedules import DropBlockSchedule
 
 PREDICTION_GRID_SIZE = 24
-
-
-@dataclasses.dataclass
-class RunConfig:
-    """Every setting of one run (the CLI flags map onto these fields)."""
-
-    experiment: str = "baseline"
-    epochs: int = training.EPOCHS
-    batch_size: int = 128
-    seed: int = 0
-    learning_rate: float = training.LEARNING_RATE
-    patience: int = training.PATIENCE
-    val_fraction: float = 0.1
-    train_limit: int | None = None
-    test_limit: int | None = None
-    data_dir: str | None = None
-    data_source: str = "auto"
-    artifacts_dir: str = "artifacts"
-    run_name: str | None = None
-    stem: str = "imagenet"
-    torchvision_weights: str | None = None
-    augment: str = "none"
-    deform_layers: tuple = ()
-    regularizer: str | None = None
-    p: float = 0.1
-    block_size: int = 7
-    data_format: str | None = None  # the model's internal layout; None: default_data_format()
-    train_on_full: bool = False  # the study's final retraining on train + validation
-    # The training recipe beyond the study's Adam (defaults: the study's).
-    optimizer: str = "adam"
-    momentum: float = 0.9  # SGD's Nesterov momentum
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    ema: bool = False
-    ema_momentum: float = 0.999
-    tta: bool = False  # also report the test accuracy with horizontal-flip TTA
-    verbose: int = 2
-    tensorboard: bool = False  # also write keras.callbacks.TensorBoard logs (<run>/tensorboard)
-
-    def readable_name(self):
-        """The human part of the run's directory name (the identity hash follows it)."""
-        parts = [f"aug-{self.augment}"]
-        if self.deform_layers:
-            parts.append("deform-" + "-".join(str(s) for s in self.deform_layers))
-        if self.regularizer:
-            parts.append(f"{self.regularizer}-p{self.p!r}")
-        if self.stem != "imagenet":
-            parts.append(f"stem-{self.stem}")
-        if self.torchvision_weights:
-            parts.append("tvinit")
-        if self.optimizer != "adam":
-            parts.append(self.optimizer)
-        if self.lr_schedule != "constant":
-            parts.append(self.lr_schedule)
-        if self.label_smoothing:
-            parts.append(f"ls{self.label_smoothing!r}")
-        if self.ema:
-            parts.append("ema")
-        if self.train_on_full:
-            parts.append("trainval")
-        parts.append(f"e{self.epochs}")
-        parts.append(f"seed{self.seed}")
-        if self.train_limit:
-            parts.append(f"n{self.train_limit}")
-        return "_".join(parts)
-
-    def identity(self):
-        """Everything that can change this run's result (see `keras_fmnist.run_identity`)."""
-        return run_identity.run_identity(
-            self, data_fingerprint(self), split_sizes(self), keras.backend.backend(),
-            self.data_format or default_data_format(),
-        )
-
-    def identity_hash(self):
-        return run_identity.identity_hash(self.identity())
-
-    def run_dir(self):
-        """`<artifacts_dir>/<experiment>/<readable name>-<identity hash>`, or `--run_name`."""
-        name = self.run_name or f"{self.readable_name()}-{self.identity_hash()}"
-        return os.path.join(self.artifacts_dir, self.experiment, name)
-
-
-# Loaded arrays per data location, so that planning (identities) and training in one process
-# read the files once. The arrays are made read-only: every user takes copies by indexing.
-_DATA_CACHE = {}
-
-
-def load_data(config):
-    """((x_train, y_train), (x_test, y_test)) and their fingerprint, for the config's source."""
-    key = (config.data_dir, config.data_source, os.environ.get("FASHION_MNIST_DIR"))
-    if key not in _DATA_CACHE:
-        arrays = load_fashion_mnist(config.data_dir, source=config.data_source)
-        flat = [a for pair in arrays for a in pair]
-        for array in flat:
-            array.setflags(write=False)
-        _DATA_CACHE[key] = (arrays, run_identity.array_fingerprint(*flat))
-    return _DATA_CACHE[key]
-
-
-def data_fingerprint(config):
-    return load_data(config)[1]
-
-
-def _split_indices(config, y_train):
-    if config.train_on_full:
-        return np.arange(len(y_train)), np.zeros(0, np.int64)
-    return pipeline.stratified_split(y_train, config.val_fraction, config.seed)
-
-
-def _limited(config):
-    (x_train, y_train), (x_test, y_test) = load_data(config)[0]
-    if config.train_limit:
-        x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
-    if config.test_limit:
-        x_test, y_test = x_test[: config.test_limit], y_test[: config.test_limit]
-    return (x_train, y_train), (x_test, y_test)
-
-
-def prepare_data(config):
-    """Loads, limits and splits the data: {"train", "val", "test"} -> (images, labels)."""
-    (x_train, y_train), (x_test, y_test) = _limited(config)
-    train_idx, val_idx = _split_indices(config, y_train)
-    return {
-        "train": (x_train[train_idx], y_train[train_idx]),
-        "val": (x_train[val_idx], y_train[val_idx]),
-        "test": (x_test, y_test),
-    }
-
-
-def split_sizes(config):
-    """{"train", "val", "test"} -> number of examples, without copying images."""
-    (_, y_train), (_, y_test) = _limited(config)
-    train_idx, val_idx = _split_indices(config, y_train)
-    return {"train": len(train_idx), "val": len(val_idx), "test": len(y_test)}
-
-
-def check_split(config):
-    """Raises ValueError unless the split leaves every class in training and validation.
-
-    A validation split is stratified: each class present must keep at least one training and
-    one validation example, and all classes must be present (a smoke run's `train_limit` can
-    break both). The message names the smallest `train_limit` that works.
-    """
-    if config.train_on_full:
-        return
-    (_, y_train), _ = load_data(config)[0]
-    y = y_train[: config.train_limit] if config.train_limit else y_train
-    problem = _split_problem(y, config.val_fraction)
-    if problem is None:
-        return
-    counts = np.cumsum(np.eye(NUM_CLASSES, dtype=np.int64)[y_train], axis=0)
-    val = np.round(counts * config.val_fraction)
-    ok = np.all((val >= 1) & (counts - val >= 1), axis=1)
-    hint = (f"; use --train_limit={int(np.argmax(ok)) + 1} or more" if ok.any()
-            else "; no --train_limit works at this --val_fraction")
-    raise ValueError(
-        f"--train_limit={config.train_limit} with --val_fraction={config.val_fraction:g} "
-        f"{problem}{hint}"
-    )
-
-
-def _split_problem(y, val_fraction):
-    counts = np.bincount(y, minlength=NUM_CLASSES)
-    for cls, count in enumerate(counts):
-        n_val = int(round(count * val_fraction))
-        if count == 0:
-            return f"has no {CLASS_NAMES[cls]!r} example"
-        if n_val < 1:
-            return f"leaves no {CLASS_NAMES[cls]!r} example for validation"
-        if count - n_val < 1:
-            return f"leaves no {CLASS_NAMES[cls]!r} example for training"
-    return None
 
 
 # MixUp's alpha is the paper's ImageNet value, CutMix's the CutMix paper's default (the study

@@ -91,3 +91,15 @@ def data_dir():
             return directory
     pytest.fail("real Fashion-MNIST IDX files not found (apt-get install dataset-fashion-mnist)")
 
+
+
+def pytest_collection_modifyitems(config, items):
+    """`torch_only` tests (helpers.torch_only: torchvision parity, accelerate, the benchmark
+    against plain PyTorch) are left out of the other passes by ./dev.sh test's `-m`, and
+    skipped with a reason where pytest is run by hand on another backend."""
+    if os.environ["KERAS_BACKEND"] == "torch":
+        return
+    skip = pytest.mark.skip(reason=f"needs the torch backend (this is {os.environ['KERAS_BACKEND']})")
+    for item in items:
+        if item.get_closest_marker("torch_only"):
+            item.add_marker(skip)

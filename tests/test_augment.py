@@ -18,16 +18,13 @@ from keras_fmnist.augment import CutMix
 from keras_fmnist.augment import MixUp
 from keras_fmnist.augment import sample_beta
 from keras_fmnist.augment.cutmix import cutmix_boxes
+from helpers import to_numpy
 
 
 # Few distinct shapes on purpose: jax compiles every eager op once per input shape.
 N = 64  # batch size of almost every test
 SQUARE = (28, 28, 1)  # Fashion-MNIST
 ODD = (12, 10, 2)  # non-square, two channels: catches swapped axes
-
-
-def _np(x):
-    return keras.ops.convert_to_numpy(x)
 
 
 def _constant_batch(values, height=28, width=28, channels=1):
@@ -46,7 +43,7 @@ def _assert_near(value, target, delta, msg=None):
 
 def _call(layer, images, labels, training=True):
     out = layer({"images": images, "labels": labels}, training=training)
-    return _np(out["images"]), _np(out["labels"])
+    return to_numpy(out["images"]), to_numpy(out["labels"])
 
 
 class LayerContractTest(testing.TestCase):
@@ -146,7 +143,7 @@ class CutMixTest(testing.TestCase):
         lam = keras.ops.convert_to_tensor(np.array([0.0, 0.75, 0.75, 1.0, 0.5], "float32"))
         cy = keras.ops.convert_to_tensor(np.array([0, 27, 10, 5, 14], "int32"))
         cx = keras.ops.convert_to_tensor(np.array([0, 27, 10, 5, 14], "int32"))
-        y1, y2, x1, x2, lam_exact = (_np(v) for v in cutmix_boxes(b, lam, cy, cx, 28, 28))
+        y1, y2, x1, x2, lam_exact = (to_numpy(v) for v in cutmix_boxes(b, lam, cy, cx, 28, 28))
         # lam=0: side 28 centred at (0, 0) -> rows/cols [-14, 14) clipped to [0, 14).
         # lam=.75: side 14; centred at 27 -> [20, 34) -> [20, 28); at 10 -> [3, 17).
         # lam=1: empty box. lam=.5: side floor(28 * sqrt(.5)) = 19 -> [5, 24).
@@ -177,8 +174,8 @@ class CutMixTest(testing.TestCase):
         centres, boxes = [], []
         for _ in range(16):
             t = layer.get_random_transformation(images, training=True)
-            centres.append(np.stack([_np(v) for v in t["centre"]], axis=1))
-            boxes.append(np.stack([_np(v) for v in t["box"]], axis=1))
+            centres.append(np.stack([to_numpy(v) for v in t["centre"]], axis=1))
+            boxes.append(np.stack([to_numpy(v) for v in t["box"]], axis=1))
         centres, boxes = np.concatenate(centres), np.concatenate(boxes)
         for axis, size in ((0, h), (1, w)):
             counts = np.bincount(centres[:, axis], minlength=size)
@@ -292,7 +289,7 @@ class BetaSamplerTest(testing.TestCase):
         stats = pytest.importorskip("scipy.stats", reason="scipy gives the Beta CDF")
         seed = keras.random.SeedGenerator(0)
         for alpha in (0.5, 1.0, 4.0):
-            x = _np(sample_beta(keras.src.backend, (4000,), alpha, seed)).astype("float64")
+            x = to_numpy(sample_beta(keras.src.backend, (4000,), alpha, seed)).astype("float64")
             self.assertTrue(np.isfinite(x).all())
             p_value = stats.kstest(x, stats.beta(alpha, alpha).cdf).pvalue
             self.assertGreater(p_value, 1e-3, msg=f"alpha={alpha}")
@@ -308,7 +305,7 @@ class BetaSamplerTest(testing.TestCase):
             [0, 1e-30, 1e-6, 1e-3, 0.1, 0.5, 0.9, 1 - 1e-3, 1 - 1e-6, 1.0], "float64"
         )
         for alpha in (1e-3, 0.05, 0.2):
-            x = _np(sample_beta(keras.src.backend, (n,), alpha, seed)).astype("float64")
+            x = to_numpy(sample_beta(keras.src.backend, (n,), alpha, seed)).astype("float64")
             self.assertTrue(np.isfinite(x).all())
             observed = np.histogram(x, edges)[0].astype("float64")
             expected = n * np.diff(stats.beta(alpha, alpha).cdf(edges))
@@ -330,14 +327,14 @@ class BetaSamplerTest(testing.TestCase):
         # True mass in (0.01, 0.99): 0.05%. keras.random.beta on torch (torch's Beta) puts 86%
         # there, near 0.5, because both of its gamma draws underflow to the same clamp.
         seed = keras.random.SeedGenerator(1)
-        x = _np(sample_beta(keras.src.backend, (4000,), 1e-4, seed))
+        x = to_numpy(sample_beta(keras.src.backend, (4000,), 1e-4, seed))
         self.assertTrue(np.isfinite(x).all())
         self.assertLess(np.mean((x > 0.01) & (x < 0.99)), 0.01)
         _assert_near(float(np.mean(x > 0.5)), 0.5, delta=0.05)
 
     def test_large_alpha_concentrates_at_half(self):
         seed = keras.random.SeedGenerator(2)
-        x = _np(sample_beta(keras.src.backend, (4000,), 1e4, seed))
+        x = to_numpy(sample_beta(keras.src.backend, (4000,), 1e4, seed))
         # sd of Beta(1e4, 1e4) is 1 / sqrt(4 * (2e4 + 1)) ~ 3.5e-3.
         np.testing.assert_allclose(x, 0.5, atol=0.025)
         _assert_near(float(x.std()), 3.5e-3, delta=0.5e-3)
@@ -399,12 +396,12 @@ class MixingCommonTest(testing.TestCase):
             out_images, out_labels = _call(cls(seed=1), images, labels, training=False)
             np.testing.assert_array_equal(out_images, images)
             np.testing.assert_array_equal(out_labels, labels)
-            np.testing.assert_array_equal(_np(cls(seed=1)(images, training=False)), images)
+            np.testing.assert_array_equal(to_numpy(cls(seed=1)(images, training=False)), images)
 
     def test_unbatched_image_is_identity(self):
         images, _ = self._batch()
         for cls in self.layers:
-            np.testing.assert_array_equal(_np(cls(seed=1)(images[0])), images[0])
+            np.testing.assert_array_equal(to_numpy(cls(seed=1)(images[0])), images[0])
 
     def test_determinism_under_seed(self):
         images, labels = self._batch()
@@ -425,7 +422,7 @@ class MixingCommonTest(testing.TestCase):
         images, labels = self._batch()
         for cls in self.layers:
             from_dict = _call(cls(seed=5), images, labels)[0]
-            alone = _np(cls(seed=5)(images, training=True))
+            alone = to_numpy(cls(seed=5)(images, training=True))
             np.testing.assert_array_equal(alone, from_dict)
 
     def test_argument_validation(self):
@@ -510,7 +507,7 @@ class BasicAugmentTest(testing.TestCase):
         rng = np.random.default_rng(1)
         images = rng.uniform(1.0, 2.0, size=(n, c, h, w)).astype("float32")
         layer = BasicAugment(padding=p, fill_value=-5.0, seed=2, data_format="channels_first")
-        out = _np(layer(images, training=True))
+        out = to_numpy(layer(images, training=True))
         self.assertEqual(out.shape, images.shape)
         for i in range(n):
             matches = self._identify(
@@ -521,9 +518,9 @@ class BasicAugmentTest(testing.TestCase):
     def test_flags_switch_parts_off(self):
         rng = np.random.default_rng(2)
         images = rng.uniform(size=(N,) + SQUARE).astype("float32")
-        out = _np(BasicAugment(padding=0, horizontal_flip=False, vertical_flip=False)(images))
+        out = to_numpy(BasicAugment(padding=0, horizontal_flip=False, vertical_flip=False)(images))
         np.testing.assert_array_equal(out, images)
-        out = _np(BasicAugment(padding=0, vertical_flip=False, seed=3)(images))
+        out = to_numpy(BasicAugment(padding=0, vertical_flip=False, seed=3)(images))
         flipped = np.all(out == images[:, :, ::-1], axis=(1, 2, 3))
         kept = np.all(out == images, axis=(1, 2, 3))
         self.assertTrue(np.all(flipped | kept))
@@ -532,12 +529,12 @@ class BasicAugmentTest(testing.TestCase):
     def test_unbatched_training_false_and_determinism(self):
         rng = np.random.default_rng(3)
         images = rng.uniform(size=(N,) + SQUARE).astype("float32")
-        single = _np(BasicAugment(seed=1)(images[0], training=True))
+        single = to_numpy(BasicAugment(seed=1)(images[0], training=True))
         self.assertEqual(single.shape, images[0].shape)
         self.assertEqual(len(self._identify(images[0], single, 4)), 1)
-        np.testing.assert_array_equal(_np(BasicAugment(seed=1)(images, training=False)), images)
+        np.testing.assert_array_equal(to_numpy(BasicAugment(seed=1)(images, training=False)), images)
         np.testing.assert_array_equal(
-            _np(BasicAugment(seed=7)(images)), _np(BasicAugment(seed=7)(images))
+            to_numpy(BasicAugment(seed=7)(images)), to_numpy(BasicAugment(seed=7)(images))
         )
 
     def test_argument_validation_and_config(self):
@@ -567,7 +564,7 @@ class PipelineTest(testing.TestCase):
             out_images, out_labels = _call(layer, images, labels)
             self.assertEqual(out_images.shape, images.shape)
             self.assertEqual(out_labels.shape, labels.shape)
-            self.assertEqual(_np(layer(images)).shape, images.shape)
+            self.assertEqual(to_numpy(layer(images)).shape, images.shape)
 
     def test_tf_data_pipeline(self):
         # As keras' own preprocessing layers: inside a tf.data graph the layer runs on TF's
@@ -594,7 +591,7 @@ class PipelineTest(testing.TestCase):
                             atol=1e-6,
                         )
             # The layer still works eagerly on the Keras backend afterwards.
-            self.assertEqual(_np(layer(images)).shape, images.shape)
+            self.assertEqual(to_numpy(layer(images)).shape, images.shape)
 
     def test_tf_data_pipeline_augments_real_images(self):
         import tensorflow as tf

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import keras
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "backends.py")
 
 

@@ -10,16 +10,7 @@ import keras
 import keras_fmnist  # noqa: F401
 from keras_fmnist.bench import __main__ as bench_main
 from keras_fmnist.bench import training as bench_training
-
-
-
-def torch_only(test):
-    """torch_only (./dev.sh test leaves it out of the other passes), skipped elsewhere too."""
-    skip = pytest.mark.skipif(
-        keras.backend.backend() != "torch", reason="the benchmark compares against plain PyTorch"
-    )
-    return pytest.mark.torch_only(skip(test))
-
+from helpers import torch_only
 
 
 def _device():

@@ -23,14 +23,12 @@ from keras_fmnist.ops.deform_conv import select_implementation
 from helpers import assert_within
 from helpers import numerics
 from helpers import relative_error
+from helpers import BACKEND
+from helpers import to_numpy
+from helpers import torch_only
 
-BACKEND = keras.backend.backend()
 
 
-def requires_torch(test):
-    """torch_only (./dev.sh test leaves it out of the other passes), skipped elsewhere too."""
-    skip = pytest.mark.skipif(BACKEND != "torch", reason="torchvision parity needs the torch backend")
-    return pytest.mark.torch_only(skip(test))
 
 
 
@@ -111,10 +109,6 @@ def _outside_fraction(case, strides, padding, dilation):
     return float(np.mean((y < 0) | (y > h - 1) | (x < 0) | (x > w - 1)))
 
 
-def _np(x):
-    return ops.convert_to_numpy(x)
-
-
 # --------------------------------------------------------------------------- op
 
 
@@ -130,7 +124,7 @@ class DeformConv2dOpTest(testing.TestCase):
                 )
                 got = deform_conv2d(**case, strides=strides, padding=1,
                                     dilation_rate=dilation, implementation=impl)
-                self.assertAllClose(_np(got), expected, atol=1e-4, rtol=1e-4)
+                self.assertAllClose(to_numpy(got), expected, atol=1e-4, rtol=1e-4)
 
     def test_dcn_v1_without_mask_matches_reference(self):
         case = _case(2, offset_groups=2)
@@ -139,7 +133,7 @@ class DeformConv2dOpTest(testing.TestCase):
             case["inputs"], case["offset"], case["kernel"], None, case["bias"], 1, 1, 1
         )
         got = deform_conv2d(**case, padding=1, implementation="keras")
-        self.assertAllClose(_np(got), expected, atol=1e-4, rtol=1e-4)
+        self.assertAllClose(to_numpy(got), expected, atol=1e-4, rtol=1e-4)
 
     def test_sample_points_outside_image_read_zero(self):
         # Every tap shifted far outside: the output is the bias alone.
@@ -147,7 +141,7 @@ class DeformConv2dOpTest(testing.TestCase):
         case["offset"] = np.full_like(case["offset"], 50.0)
         got = deform_conv2d(**case, padding=1, implementation="keras")
         expected = np.broadcast_to(case["bias"], got.shape)
-        self.assertAllClose(_np(got), expected, atol=1e-6)
+        self.assertAllClose(to_numpy(got), expected, atol=1e-6)
 
     def test_integer_offsets_shift_the_convolution(self):
         # Offsets of exactly (+1, 0) move every tap one row down: the plain convolution
@@ -160,7 +154,7 @@ class DeformConv2dOpTest(testing.TestCase):
         got = deform_conv2d(case["inputs"], case["offset"], case["kernel"],
                             padding=1, implementation="keras")
         expected = ops.conv(padded, case["kernel"], padding="valid")
-        self.assertAllClose(_np(got), _np(expected), atol=1e-5)
+        self.assertAllClose(to_numpy(got), to_numpy(expected), atol=1e-5)
 
     def test_zero_offsets_unit_mask_equal_conv2d(self):
         settings = [
@@ -183,7 +177,7 @@ class DeformConv2dOpTest(testing.TestCase):
                 mask=np.ones_like(case["mask"]), bias=case["bias"], strides=s["strides"],
                 padding=s["padding"], dilation_rate=s["dilation"], implementation="keras",
             )
-            self.assertAllClose(_np(got), _np(conv(case["inputs"])), atol=1e-4, rtol=1e-4)
+            self.assertAllClose(to_numpy(got), to_numpy(conv(case["inputs"])), atol=1e-4, rtol=1e-4)
 
     def test_int_padding_equals_zero_padding_then_valid(self):
         case = _case(6, h=5, w=5, padding=2)
@@ -191,7 +185,7 @@ class DeformConv2dOpTest(testing.TestCase):
         a = deform_conv2d(**case, padding=2, implementation="keras")
         b = deform_conv2d(padded, case["offset"], case["kernel"], case["mask"],
                           case["bias"], padding="valid", implementation="keras")
-        self.assertAllClose(_np(a), _np(b), atol=1e-5)
+        self.assertAllClose(to_numpy(a), to_numpy(b), atol=1e-5)
 
     def test_symbolic_inputs(self):
         x = keras.Input((9, 9, 4))
@@ -257,7 +251,7 @@ PARITY_CASES = [
 ]
 
 
-@requires_torch
+@torch_only
 @pytest.mark.parametrize("setting", PARITY_CASES, ids=lambda s: "-".join(
     f"{k}{v}" for k, v in s.items()))
 def test_keras_matches_torchvision_forward_and_gradients(setting):
@@ -310,7 +304,7 @@ def _forward_and_gradients(case, implementation, strides, padding, dilation, dty
     return [out.detach().cpu().numpy()] + [g.cpu().numpy() for g in grads]
 
 
-@requires_torch
+@torch_only
 @numerics
 @pytest.mark.parametrize("setting", PARITY_CASES, ids=lambda s: "-".join(
     f"{k}{v}" for k, v in s.items()))
@@ -377,13 +371,13 @@ class DeformConv2DLayerTest(testing.TestCase):
             conv.build(x.shape)
             layer.build(x.shape)
             conv.kernel.assign(layer.kernel)
-            self.assertAllClose(_np(layer(x)), 0.5 * _np(conv(x)), atol=1e-5)
+            self.assertAllClose(to_numpy(layer(x)), 0.5 * to_numpy(conv(x)), atol=1e-5)
             # Unmodulated (DCNv1): exactly the convolution.
             layer = DeformConv2D(6, 3, strides=strides, dilation_rate=dilation,
                                  padding=padding, modulated=False)
             layer.build(x.shape)
             layer.kernel.assign(conv.kernel)
-            self.assertAllClose(_np(layer(x)), _np(conv(x)), atol=1e-5)
+            self.assertAllClose(to_numpy(layer(x)), to_numpy(conv(x)), atol=1e-5)
 
     def test_offset_branch_learns(self):
         # The zero-initialised offset branch must receive gradient through the sampling.
@@ -394,8 +388,8 @@ class DeformConv2DLayerTest(testing.TestCase):
         model = keras.Sequential([keras.Input((6, 6, 2)), layer])
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
         model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-        self.assertGreater(float(np.abs(_np(layer.offset_kernel)).max()), 0.0)
-        self.assertGreater(float(np.abs(_np(layer.offset_bias)).max()), 0.0)
+        self.assertGreater(float(np.abs(to_numpy(layer.offset_kernel)).max()), 0.0)
+        self.assertGreater(float(np.abs(to_numpy(layer.offset_bias)).max()), 0.0)
 
     def test_config_round_trip(self):
         layer = DeformConv2D(8, (3, 3), strides=2, padding="valid", deformable_groups=2,
@@ -421,7 +415,7 @@ class DeformConv2DLayerTest(testing.TestCase):
         model.save(path)
         loaded = keras.saving.load_model(path)
         self.assertIsInstance(loaded.get_layer("dcn"), DeformConv2D)
-        self.assertAllClose(_np(loaded(x)), _np(model(x)), atol=1e-6)
+        self.assertAllClose(to_numpy(loaded(x)), to_numpy(model(x)), atol=1e-6)
 
     def test_compute_output_shape(self):
         layer = DeformConv2D(5, 3, strides=2)
@@ -452,7 +446,7 @@ class DeformConv2DLayerTest(testing.TestCase):
             with self.assertRaisesRegex(ValueError, "`implementation`"):
                 DeformConv2D(4, implementation="torchvision")
 
-    @requires_torch
+    @torch_only
     def test_layer_implementations_agree(self):
         x = np.random.default_rng(3).standard_normal((2, 7, 7, 4)).astype("float32")
         layers = [DeformConv2D(4, 3, strides=2, deformable_groups=2, implementation=impl)
@@ -464,17 +458,14 @@ class DeformConv2DLayerTest(testing.TestCase):
         outputs = []
         for layer in layers:
             layer.set_weights(weights)
-            outputs.append(_np(layer(x)))
+            outputs.append(to_numpy(layer(x)))
         self.assertAllClose(outputs[0], outputs[1], atol=1e-4)
         self.assertAllClose(outputs[0], outputs[2], atol=1e-4)
 
 
 @pytest.mark.parametrize("implementation", [
     "keras",
-    pytest.param("torchvision", marks=[
-        pytest.mark.torch_only,
-        pytest.mark.skipif(BACKEND != "torch", reason="torchvision's kernel needs torch"),
-    ]),
+    pytest.param("torchvision", marks=torch_only),
 ])
 @pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "same"), (1, 1), (2, "valid")])
 def test_channels_first_layer_equals_channels_last(implementation, strides, padding):
@@ -495,8 +486,8 @@ def test_channels_first_layer_equals_channels_last(implementation, strides, padd
     weights = [w + 0.3 * rng.standard_normal(w.shape) for w in last.get_weights()]
     last.set_weights(weights)
     first.set_weights(weights)  # the same (kh, kw, in, out) kernels in both layouts
-    expected = np.transpose(_np(last(x)), (0, 3, 1, 2))
-    got = _np(first(np.transpose(x, (0, 3, 1, 2))))
+    expected = np.transpose(to_numpy(last(x)), (0, 3, 1, 2))
+    got = to_numpy(first(np.transpose(x, (0, 3, 1, 2))))
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert first.compute_output_shape((2, 4, 7, 6)) == got.shape
     config = first.get_config()

@@ -15,10 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from keras_fmnist.layers import DropBlock2D
 from keras_fmnist.layers.drop_block import drop_block2d
 from keras_fmnist.schedules import DropBlockSchedule
-
-
-def to_numpy(x):
-    return keras.ops.convert_to_numpy(x)
+from helpers import to_numpy
 
 
 def reference_drop_block(x, uniform, rate, block_size):

@@ -17,6 +17,7 @@ from keras_fmnist.layers import DeformConv2D
 from keras_fmnist.layers import DropBlock2D
 from keras_fmnist.layers import StochasticDepth
 from keras_fmnist.ops.deform_conv import deform_conv2d
+from helpers import to_numpy
 
 DTYPES = ["uint8", "int32", "float16", "float32", "float64"]
 
@@ -24,10 +25,6 @@ DTYPES = ["uint8", "int32", "float16", "float32", "float64"]
 def _images(dtype, n=4, size=8, channels=4):
     pixels = np.random.default_rng(0).integers(0, 256, size=(n, size, size, channels))
     return pixels.astype(dtype)
-
-
-def _np(x):
-    return keras.ops.convert_to_numpy(x)
 
 
 def _dtype(x):
@@ -38,14 +35,14 @@ def _dtype(x):
 def test_deform_conv2d_computes_integer_and_float_images_in_its_compute_dtype(dtype):
     keras.utils.set_random_seed(0)
     layer = DeformConv2D(3, 3, bias_initializer="ones", use_bias=True)
-    reference = _np(layer(_images("float32")))
+    reference = to_numpy(layer(_images("float32")))
     out = layer(_images(dtype))
     assert _dtype(out) == layer.compute_dtype == "float32"
     assert np.abs(reference).sum() > 0
     # Pixel values 0..255 are exact in every dtype here (float16 included), so the result is
     # the float32 input's, not zeros (jax's integer path) and not a dtype error (torch).
     # Outputs reach ~2e2 here: atol 1e-3 is ~5e-6 of the largest.
-    np.testing.assert_allclose(_np(out), reference, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(to_numpy(out), reference, rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int32"])
@@ -53,11 +50,11 @@ def test_deform_conv2d_op_samples_integer_images_as_floats(dtype):
     rng = np.random.default_rng(1)
     kernel = rng.normal(size=(3, 3, 4, 2)).astype("float32")
     offset = rng.uniform(-1, 1, size=(4, 8, 8, 18)).astype("float32")
-    expected = _np(deform_conv2d(_images("float32"), offset, kernel, padding="same"))
+    expected = to_numpy(deform_conv2d(_images("float32"), offset, kernel, padding="same"))
     out = deform_conv2d(_images(dtype), offset, kernel, padding="same")
     assert _dtype(out) == "float32"
     # Outputs reach ~1.3e3 here: atol 1e-3 is ~1e-6 of the largest.
-    np.testing.assert_allclose(_np(out), expected, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(to_numpy(out), expected, rtol=1e-5, atol=1e-3)
 
 
 def test_deform_conv2d_empty_batch():
@@ -79,7 +76,7 @@ def test_regularizers_scale_integer_and_float_inputs_in_the_compute_dtype(make_l
     layer = make_layer()
     x = _images(dtype)
     for training in (False, True):
-        out = _np(layer(x, training=training))
+        out = to_numpy(layer(x, training=training))
         assert out.dtype == np.float32
         if not training:
             np.testing.assert_array_equal(out, x.astype("float32"))
@@ -116,7 +113,7 @@ def test_augmentations_cast_integer_and_float_images_to_the_compute_dtype(layer_
     for training in (False, True):
         out = layer({"images": images, "labels": labels}, training=training)
         assert _dtype(out["images"]) == layer.compute_dtype == "float32"
-        values = _np(out["images"])
+        values = to_numpy(out["images"])
         # Pixels are cast, not rescaled; augmentation moves or mixes them within 0..255.
         assert values.max() <= 255.0 + 1e-3 and values.min() >= -1e-3
         if not training:

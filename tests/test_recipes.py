@@ -17,8 +17,8 @@ from keras_fmnist import experiments
 from keras_fmnist import recipes
 from keras_fmnist import training
 from keras_fmnist.experiments import RunConfig
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():

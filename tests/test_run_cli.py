@@ -10,8 +10,8 @@ import pytest
 
 import keras
 import keras_fmnist
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args, env=None):

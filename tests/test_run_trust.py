@@ -29,8 +29,8 @@ from keras_fmnist import training
 from keras_fmnist import worker
 from keras_fmnist.experiments import RunConfig
 from keras_fmnist.models.resnet import default_data_format
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OTHER_LAYOUT = {"channels_first": "channels_last"}.get(default_data_format(), "channels_first")
 TINY = ["--train_limit=300", "--test_limit=64", "--epochs=1", "--batch_size=64", "--verbose=0"]
 

@@ -11,10 +11,7 @@ from keras.src import testing
 from keras_fmnist.layers import StochasticDepth
 from keras_fmnist.layers.stochastic_depth import stochastic_depth
 from keras_fmnist.layers.stochastic_depth import stochastic_depth_rates
-
-
-def to_numpy(x):
-    return keras.ops.convert_to_numpy(x)
+from helpers import to_numpy
 
 
 class StochasticDepthTest(testing.TestCase):

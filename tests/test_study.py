@@ -1,7 +1,6 @@
 """Experiment plans, resumable sweeps and the generated report (no training here)."""
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -15,8 +14,9 @@ from keras_fmnist import study
 from keras_fmnist import sweep
 from keras_fmnist import worker
 from keras_fmnist.experiments import RunConfig
+from helpers import ROOT
+from helpers import torch_only
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_deform_sweep_is_the_8_subsets_with_cutmix():
@@ -203,6 +203,8 @@ def test_report_points_to_existing_flagfiles():
         assert os.path.isfile(os.path.join(ROOT, "flags", name)), name
 
 
+# The committed runs were trained on torch; the backend is part of a run's identity.
+@torch_only
 def test_the_headline_runs_of_seed_0_are_the_committed_study_runs(fashion_mnist):
     """`--experiment=headline` plans, for seed 0, the very runs the study committed (same
     identities, so they are not trained again); other seeds get their own directories."""
