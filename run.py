@@ -311,8 +311,8 @@ def main(argv):
     import keras_fmnist
     from keras_fmnist import interrupt
     from keras_fmnist import runner
-    from keras_fmnist import sweep
     from keras_fmnist import worker
+    from keras_fmnist.executors import make_executor
 
     base = config_from_flags()
     check_layout(base)
@@ -322,7 +322,7 @@ def main(argv):
     if "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow"):
         _import_tensorflow_quietly()
     seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
-    engine = runner.Engine(FLAGS.engine, FLAGS.workers, FLAGS.gpus_per_run, FLAGS.ray_address)
+    executor = make_executor(FLAGS.engine, FLAGS.workers, FLAGS.gpus_per_run, FLAGS.ray_address)
     outcomes = []
 
     def on_result(outcome):
@@ -336,7 +336,7 @@ def main(argv):
         # Handled here rather than by a KeyboardInterrupt, which Keras' fit can swallow (see
         # keras_fmnist.interrupt): stop the workers, release claims, remove temp files, leave.
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C changes nothing
-        sweep.stop_children()
+        executor.stop()
         interrupt.exit_now(interrupted_line())
 
     signal.signal(signal.SIGINT, stop)
@@ -349,24 +349,26 @@ def main(argv):
         _, report_path = runner.run_experiment(
             FLAGS.experiment, base, layers=FLAGS.layers, augment=FLAGS.augment,
             regularizer=FLAGS.regularizer, p=FLAGS.p, force=FLAGS.force, seeds=seeds,
-            engine=engine, log=lambda line: print(line, flush=True), on_result=on_result,
+            executor=executor, log=lambda line: print(line, flush=True), on_result=on_result,
             warn=lambda line: print(f"run.py: {line}", file=sys.stderr, flush=True),
         )
     except (keras_fmnist.DatasetError, study.PlanError) as e:
         _fail(e)
-    except KeyboardInterrupt:  # raised by a library (e.g. Ray stopping its trials)
-        sweep.stop_children()
+    except KeyboardInterrupt:  # one that a library raised instead of our handler
+        executor.stop()
         interrupt.exit_now(interrupted_line())
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         # Every artifact is written atomically and a run replaces its directory only when
         # finished: what was written before is intact, and the same command resumes.
-        sweep.stop_children()
+        executor.stop()
         kept = sum(1 for o in outcomes if o.finished)
         interrupt.exit_now(
             f"run.py: error: {e.strerror} writing {e.filename or args_dir()}; {kept} finished "
             "runs kept; free some space and rerun the same command to resume", code=1)
+    if report_path is None:  # a sweep stopped early (e.g. Ray ended its trials)
+        interrupt.exit_now(interrupted_line())
     print(f"run.py: report: {report_path}")
     bad = [o for o in outcomes if o.status in (worker.DIVERGED, worker.FAILED)]
     if bad:

@@ -1,4 +1,4 @@
-"""Runs the study's experiments: plan, check, train (resumably, by any engine), report.
+"""Runs the study's experiments: plan, check, train (resumably, by any executor), report.
 
 `run_experiment` is what `run.py` calls. The study experiment (`--experiment=study`) runs the
 study's 32 runs in its order and applies its selection rules to this project's own results:
@@ -13,39 +13,17 @@ import time
 from keras_fmnist import artifacts
 from keras_fmnist import claims
 from keras_fmnist import experiments
-from keras_fmnist import ray_engine
 from keras_fmnist import report
 from keras_fmnist import study
 from keras_fmnist import sweep
-from keras_fmnist import worker
+from keras_fmnist.executors import make_executor
+from keras_fmnist.outcome import Status
+from keras_fmnist.outcome import metrics_path
+from keras_fmnist.outcome import read_recorded
 
-ENGINES = ("local", "ray")
 # How long the study waits between looks at deformable runs that another worker is training
 # (their results decide the rest of the study).
 CLAIM_POLL_SECONDS = 10
-
-
-@dataclasses.dataclass
-class Engine:
-    """How runs are executed: `workers` at once, locally or as Ray Tune trials."""
-
-    name: str = "local"
-    workers: int = 1
-    gpus_per_run: float = 0.0
-    ray_address: str | None = None
-
-    def run(self, configs, n_train, n_val, force, log, on_result, warn):
-        skip = lambda c: None if study.trainable(c) else "not trainable (p = 1.0)"  # noqa: E731
-        if self.name == "ray":
-            return ray_engine.run_sweep(
-                configs, n_train, n_val, force=force, skip=skip, log=log,
-                on_result=on_result, workers=self.workers, gpus_per_run=self.gpus_per_run,
-                address=self.ray_address, warn=warn,
-            )
-        return sweep.run_sweep(
-            configs, experiments.run_training, n_train, n_val, force=force, skip=skip,
-            log=log, workers=self.workers, on_result=on_result, warn=warn,
-        )
 
 
 def check_plan(configs, base):
@@ -70,7 +48,7 @@ def check_plan(configs, base):
 
 def _recorded_identity(config):
     try:
-        return artifacts.read_json(worker.metrics_path(config.run_dir())).get("identity_hash")
+        return artifacts.read_json(metrics_path(config.run_dir())).get("identity_hash")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -85,7 +63,7 @@ def plan_runs(experiment, base, seeds, **choices):
 
 
 def run_experiment(experiment, base, layers=None, augment=None, regularizer="dropblock",
-                   p="0.1", force=False, seeds=None, engine=None, log=print, on_result=None,
+                   p="0.1", force=False, seeds=None, executor=None, log=print, on_result=None,
                    warn=None):
     """Plans, trains (resumably) and reports one experiment of the study.
 
@@ -97,35 +75,51 @@ def run_experiment(experiment, base, layers=None, augment=None, regularizer="dro
         layers, augment, regularizer, p: the experiment's choices (see `study.plan`).
         force: retrain runs that already finished.
         seeds: seeds to run each configuration with (default: base.seed).
-        engine: an Engine (default: local, one worker).
+        executor: a `keras_fmnist.executors.Executor` (default: `make_executor()`, in this
+            process).
         log: where plan and progress go; on_result gets each run's Outcome as it ends.
 
     Returns:
-        (outcomes, report_path): a list of `worker.Outcome`.
+        (outcomes, report_path): a list of `outcome.Outcome`; report_path is None when the
+        sweep was interrupted (some outcome is `interrupted`: nothing after it was planned
+        and the report was not rewritten).
 
     Raises:
         study.PlanError: a user error found in the plan (before any training).
     """
-    engine = engine or Engine()
+    executor = executor or make_executor()
     seeds = list(seeds or [base.seed])
     outcomes = []
     if experiment == "study":
-        outcomes = _run_study(base, seeds, force, engine, log, on_result, warn)
+        outcomes = _run_study(base, seeds, force, executor, log, on_result, warn)
     elif experiment == "headline":
-        outcomes = _train(plan_headline(base, seeds), base, force, engine, log, on_result, warn)
+        outcomes = _train(plan_headline(base, seeds), base, force, executor, log, on_result,
+                          warn)
     elif experiment != "report":
         configs = plan_runs(experiment, base, seeds, layers=layers, augment=augment,
                             regularizer=regularizer, p=p)
-        outcomes = _train(configs, base, force, engine, log, on_result, warn)
-        if experiment == "augment":
+        outcomes = _train(configs, base, force, executor, log, on_result, warn)
+        if experiment == "augment" and not interrupted(outcomes):
             _write_samples(configs)
+    if interrupted(outcomes):
+        return outcomes, None
     return outcomes, report.write_report(base.artifacts_dir)
 
 
-def _train(configs, base, force, engine, log, on_result, warn):
+def interrupted(outcomes):
+    """Whether a sweep stopped before every run had its outcome."""
+    return any(o.status == Status.INTERRUPTED for o in outcomes)
+
+
+def _not_trainable(config):
+    return None if study.trainable(config) else "not trainable (p = 1.0)"
+
+
+def _train(configs, base, force, executor, log, on_result, warn):
     check_plan(configs, base)
     sizes = experiments.split_sizes(configs[0])
-    return engine.run(configs, sizes["train"], sizes["val"], force, log, on_result, warn)
+    return sweep.run_sweep(configs, executor, sizes["train"], sizes["val"], force=force,
+                           skip=_not_trainable, log=log, on_result=on_result, warn=warn)
 
 
 def _write_samples(configs):
@@ -163,11 +157,13 @@ def plan_study_second(base, seeds, layers):
                         regularizer="stodepth", p="sweep"))
 
 
-def _run_study(base, seeds, force, engine, log, on_result, warn):
+def _run_study(base, seeds, force, executor, log, on_result, warn):
     """Experiments 1-4 in order; the later ones use what the earlier ones selected."""
     first = plan_study_first(base, seeds)
     check_plan(first, base)
-    outcomes = _train(first, base, force, engine, log, on_result, warn)
+    outcomes = _train(first, base, force, executor, log, on_result, warn)
+    if interrupted(outcomes):
+        return outcomes
     _write_samples([c for c in first if c.experiment == "augment"])
     best = select_best_layers([c for c in first if c.experiment == "deform"], log)
     if best is None:
@@ -175,7 +171,7 @@ def _run_study(base, seeds, force, engine, log, on_result, warn):
         return outcomes
     log(f"study: best deformable stages by validation accuracy: {study.layers_name(best)}")
     second = plan_study_second(base, seeds, best)
-    return outcomes + _train(second, base, force, engine, log, on_result, warn)
+    return outcomes + _train(second, base, force, executor, log, on_result, warn)
 
 
 def select_best_layers(configs, log=print):
@@ -186,14 +182,14 @@ def select_best_layers(configs, log=print):
     """
     while True:
         waiting = [c for c in configs
-                   if worker.read_recorded(c) is None and claims.live_claim(c.run_dir())]
+                   if read_recorded(c) is None and claims.live_claim(c.run_dir())]
         if not waiting:
             break
         log(f"study: waiting for {len(waiting)} deformable run(s) claimed by other workers")
         time.sleep(CLAIM_POLL_SECONDS)
     scores = {}
     for config in configs:
-        metrics = worker.read_recorded(config)
+        metrics = read_recorded(config)
         if metrics and metrics["status"] == "finished" and "val_accuracy" in metrics:
             scores.setdefault(tuple(config.deform_layers), []).append(metrics["val_accuracy"])
     if not scores:

@@ -1,13 +1,14 @@
 """One run handled by one worker: check, claim, train, release, and say what happened.
 
-`handle_run` is what every engine calls for each run of a sweep, in this process, in a
-child process (`python -m keras_fmnist.worker`, the local engine with `--workers` > 1) or in a
-Ray trial. The "finished?" check happens under the run's claim lock right before training
+`handle_run` is what every executor (`keras_fmnist.executors`) calls for each run of a sweep:
+in this process, in a worker process (`python -m keras_fmnist.worker`, `--workers` > 1) or in
+a Ray trial. The "finished?" check happens under the run's claim lock right before training
 (`claims.try_claim`), so concurrent workers and sweeps train each run once between them.
 """
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import signal
@@ -18,82 +19,22 @@ from keras_fmnist import claims
 from keras_fmnist import experiments
 from keras_fmnist import interrupt
 from keras_fmnist import staging
+from keras_fmnist.outcome import Outcome  # noqa: F401 (re-exported)
+from keras_fmnist.outcome import Status
+from keras_fmnist.outcome import metrics_path  # noqa: F401 (re-exported)
+from keras_fmnist.outcome import read_recorded
+from keras_fmnist.outcome import recorded_outcome
+from keras_fmnist.outcome import summary  # noqa: F401 (re-exported)
+from keras_fmnist.outcome import trained_outcome
 
-# How a run ended, as `run.py: <run dir> (<status>): ...` reports it.
+# The outcome vocabulary, kept importable from here where callers have always found it.
 TRAINED, DONE, CLAIMED, DIVERGED, SKIPPED, INTERRUPTED, FAILED = (
-    "trained", "done", "claimed", "diverged", "skipped", "interrupted", "failed")
+    Status.TRAINED, Status.DONE, Status.CLAIMED, Status.DIVERGED, Status.SKIPPED,
+    Status.INTERRUPTED, Status.FAILED)
 # Exit codes of `python -m keras_fmnist.worker` (the result file says more).
 EXIT_CODES = {TRAINED: 0, DONE: 0, SKIPPED: 0, CLAIMED: 0, DIVERGED: 0, INTERRUPTED: 130,
               FAILED: 1}
-SUMMARY_KEYS = ("val_accuracy", "test_accuracy")
-
-
-@dataclasses.dataclass
-class Outcome:
-    """What became of one run."""
-
-    status: str
-    run_dir: str
-    metrics: dict | None = None
-    detail: str = ""
-
-    def line(self):
-        """`<run dir> (<status>): <detail>`, the run's one line in run.py's output."""
-        return f"{self.run_dir} ({self.status}): {self.detail}"
-
-    def to_json(self):
-        return {"status": self.status, "run_dir": self.run_dir, "detail": self.detail}
-
-    @property
-    def finished(self):
-        """A run with a recorded result (finished or diverged)."""
-        return self.status in (TRAINED, DONE, DIVERGED)
-
-
-def summary(metrics):
-    if metrics.get("status") == "diverged":
-        at = metrics.get("diverged_at") or {}
-        return (f"training loss not finite at epoch {at.get('epoch', '?')}, batch "
-                f"{at.get('batch', '?')}; no model kept, test set not used")
-    parts = [f"{k} {metrics[k]:.4f}" for k in SUMMARY_KEYS if metrics.get(k) is not None]
-    return ", ".join(parts) or "no accuracy recorded"
-
-
-def metrics_path(run_dir):
-    return os.path.join(run_dir, "metrics.json")
-
-
-def read_recorded(config, warn=None):
-    """The run's recorded metrics when it finished (or diverged) with this identity, else None.
-
-    A `metrics.json` that cannot be read, lacks a status, or belongs to another identity
-    counts as unfinished; `warn` gets one line saying so.
-    """
-    path = metrics_path(config.run_dir())
-    if not os.path.exists(path):
-        return None
-    try:
-        metrics = artifacts.read_json(path)
-        status = metrics.get("status")
-    except (OSError, ValueError, AttributeError) as e:
-        if warn:
-            warn(f"warning: {path} cannot be read ({type(e).__name__}); the run is retrained")
-        return None
-    if status not in ("finished", "diverged"):
-        if warn:
-            warn(f"warning: {path} records no final status; the run is retrained")
-        return None
-    if metrics.get("identity_hash") != config.identity_hash():
-        if warn:
-            warn(f"warning: {path} records a run with other settings "
-                 f"({metrics.get('identity_hash')}); the run is retrained")
-        return None
-    return metrics
-
-
-def recorded_outcome(config, metrics):
-    status = DIVERGED if metrics["status"] == "diverged" else DONE
-    return Outcome(status, config.run_dir(), metrics, summary(metrics))
+DEFAULT_TRAIN_FN = "keras_fmnist.experiments:run_training"
 
 
 def handle_run(config, train_fn, force=False, warn=None):
@@ -129,12 +70,7 @@ def handle_run(config, train_fn, force=False, warn=None):
         staging.commit(run_dir)
     finally:
         claim.release()
-    status = DIVERGED if metrics.get("status") == "diverged" else TRAINED
-    detail = summary(metrics)
-    if metrics.get("resumed_from_epoch"):
-        detail = (f"resumed at epoch {metrics['resumed_from_epoch'] + 1} of "
-                  f"{config.epochs}; {detail}")
-    return Outcome(status, run_dir, metrics, detail)
+    return trained_outcome(config, metrics)
 
 
 def config_to_json(config):
@@ -147,6 +83,31 @@ def config_from_json(text):
     return experiments.RunConfig(**fields)
 
 
+def train_fn_name(train_fn):
+    """`module:qualname` of a module-level function, the form a worker process imports.
+
+    Raises:
+        ValueError: `train_fn` cannot be imported by name (a lambda, a nested function, or
+            one defined in `__main__`), so a worker process could not run it.
+    """
+    module = getattr(train_fn, "__module__", None)
+    qualname = getattr(train_fn, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        raise ValueError(
+            f"train_fn {train_fn!r} must be a module-level function importable by name "
+            "to run in worker processes; use workers=1 (in this process) for others")
+    return f"{module}:{qualname}"
+
+
+def import_train_fn(name):
+    """The function `train_fn_name` named."""
+    module, _, qualname = name.partition(":")
+    value = importlib.import_module(module)
+    for part in qualname.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def set_threads(threads):
     """Caps the backend's intra-op threads (the CPU share of one of several workers)."""
     if not threads:
@@ -156,8 +117,6 @@ def set_threads(threads):
         import torch
 
         torch.set_num_threads(threads)
-
-
 
 
 def stop_with_parent(parent_pid):
@@ -176,7 +135,7 @@ def stop_with_parent(parent_pid):
 
 def main(argv=None):
     """`python -m keras_fmnist.worker --config=JSON --result=PATH [--force] [--threads=N]
-    [--parent_pid=PID]`."""
+    [--parent_pid=PID] [--train_fn=MODULE:FUNCTION]`."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--config", required=True, help="the RunConfig as JSON")
     parser.add_argument("--result", required=True, help="where the Outcome is written (JSON)")
@@ -184,6 +143,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--parent_pid", type=int, default=0,
                         help="stop (SIGTERM) when this parent process dies")
+    parser.add_argument("--train_fn", default=DEFAULT_TRAIN_FN,
+                        help="the training function, as module:function")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     config = config_from_json(args.config)
@@ -200,7 +161,7 @@ def main(argv=None):
     if args.parent_pid:
         stop_with_parent(args.parent_pid)
     try:
-        outcome = handle_run(config, experiments.run_training, force=args.force,
+        outcome = handle_run(config, import_train_fn(args.train_fn), force=args.force,
                              warn=lambda line: print(line, file=sys.stderr))
     except KeyboardInterrupt:
         outcome = Outcome(INTERRUPTED, config.run_dir(), None, "interrupted")

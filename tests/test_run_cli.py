@@ -61,6 +61,15 @@ def test_helpfull_lists_the_flags():
         assert flag in result.stdout
 
 
+def test_engine_choices_are_the_executors_engines():
+    # run.py declares its flags before importing Keras (bad input fails fast), so it spells
+    # the choices out; this keeps them equal to the executors that exist.
+    from keras_fmnist import executors
+
+    result = run_cli("--helpfull")
+    assert f"--engine: <{'|'.join(executors.ENGINES)}>" in result.stdout
+
+
 def test_flagfile_baseline_is_valid(tmp_path):
     # The shipped flagfile parses; the smoke settings after it keep the run tiny.
     result = run_cli(

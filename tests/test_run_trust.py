@@ -5,12 +5,14 @@ the pieces (identity, claims, the sweep with a fake trainer).
 """
 
 import dataclasses
+import glob
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -26,10 +28,15 @@ from keras_fmnist import runner
 from keras_fmnist import study
 from keras_fmnist import sweep
 from keras_fmnist import training
-from keras_fmnist import worker
+from keras_fmnist.executors import Executor
+from keras_fmnist.executors.in_process import InProcess
+from keras_fmnist.executors.ray_tune import RayTune
 from keras_fmnist.experiments import RunConfig
+from keras_fmnist.outcome import Outcome
+from keras_fmnist.outcome import Status
 from keras_fmnist.models.resnet import default_data_format
 from helpers import ROOT
+from helpers import fake_training
 
 OTHER_LAYOUT = {"channels_first": "channels_last"}.get(default_data_format(), "channels_first")
 TINY = ["--train_limit=300", "--test_limit=64", "--epochs=1", "--batch_size=64", "--verbose=0"]
@@ -198,14 +205,14 @@ def _fake_trainer(calls):
 def test_an_unreadable_metrics_file_is_retrained_with_a_warning(tmp_path):
     configs = study.plan("augment", RunConfig(artifacts_dir=str(tmp_path), train_limit=300))
     calls = []
-    sweep.run_sweep(configs, _fake_trainer(calls), 100, 10, log=lambda s: None,
+    sweep.run_sweep(configs, InProcess(_fake_trainer(calls)), 100, 10, log=lambda s: None,
                     step_seconds=0.1)
     broken = os.path.join(configs[1].run_dir(), "metrics.json")
     with open(broken, "w") as f:
         f.write('{"status": "fini')  # a corrupt file
     calls, log = [], []
-    outcomes = sweep.run_sweep(configs, _fake_trainer(calls), 100, 10, log=log.append,
-                               step_seconds=0.1)
+    outcomes = sweep.run_sweep(configs, InProcess(_fake_trainer(calls)), 100, 10,
+                               log=log.append, step_seconds=0.1)
     assert calls == [configs[1].run_dir()]
     assert [o.status for o in outcomes] == ["done", "trained", "done", "done"]
     warnings = [line for line in log if line.startswith("warning:")]
@@ -213,29 +220,74 @@ def test_an_unreadable_metrics_file_is_retrained_with_a_warning(tmp_path):
                         "retrained"]
 
 
-def test_the_ray_engines_plan_warns_about_an_unreadable_metrics_file(tmp_path, monkeypatch):
-    from keras_fmnist import ray_engine
+class _Scripted(Executor):
+    """An executor that reports the first `reports` runs it is given as trained."""
 
+    def __init__(self, reports=None):
+        super().__init__(2)
+        self.given, self.reports = [], reports
+
+    def describe(self):
+        return "2 at a time (scripted)"
+
+    def execute(self, runs, force, progress):
+        self.given += [r.run_dir for r in runs]
+        for run in runs[:self.reports]:
+            progress.record(Outcome(Status.TRAINED, run.run_dir, {}, "trained"))
+
+
+def test_every_executor_gets_the_same_plan(tmp_path, monkeypatch):
     configs = study.plan("augment", RunConfig(artifacts_dir=str(tmp_path), train_limit=300))
+    sweep.run_sweep(configs[:2], InProcess(_fake_trainer([])), 100, 10, log=lambda s: None,
+                    step_seconds=0.1)
     broken = os.path.join(configs[2].run_dir(), "metrics.json")
     os.makedirs(os.path.dirname(broken))
     with open(broken, "w") as f:
         f.write("{")
-    trials = []
-    monkeypatch.setattr(ray_engine, "_require_ray", lambda: (None, None))
+    ray = RayTune(workers=2)
+    fitted = []
+    monkeypatch.setattr(ray, "_fit", lambda ray_, tune, runs, force, progress: (
+        fitted.extend(r.run_dir for r in runs), _Scripted().execute(runs, force, progress)))
+    monkeypatch.setattr("keras_fmnist.executors.ray_tune.require_ray", lambda: (None, None))
+    for executor in (_Scripted(), ray):
+        log = []
+        outcomes = sweep.run_sweep(configs, executor, 100, 10, log=log.append,
+                                   step_seconds=0.1)
+        assert [o.status for o in outcomes] == ["done", "done", "trained", "trained"]
+        (plan,) = [line for line in log if line.startswith("plan:")]
+        assert plan.startswith("plan: 4 run(s), 2 already finished, 2 to train, up to 10 "
+                               f"epoch(s) each, {executor.describe()}; ")
+        assert [line for line in log if line.startswith("warning:")] == [
+            f"warning: {broken} cannot be read (JSONDecodeError); the run is retrained"]
+    # Only the runs to train reach an executor; finished ones are recorded by the plan.
+    assert fitted == [c.run_dir() for c in configs[2:]]
 
-    def fake_trials(ray, tune, runnable, force, threads, workers, gpus, address, progress,
-                    record):
-        trials.extend(runnable)
-        for config in runnable:
-            record(worker.Outcome(worker.TRAINED, config.run_dir(), {}, "trained"))
 
-    monkeypatch.setattr(ray_engine, "_run_trials", fake_trials)
-    log = []
-    ray_engine.run_sweep(configs, 100, 10, log=log.append, step_seconds=0.1)
-    assert len(trials) == 4
-    assert [line for line in log if line.startswith("warning:")] == [
-        f"warning: {broken} cannot be read (JSONDecodeError); the run is retrained"]
+def test_runs_an_executor_never_reported_are_interrupted(tmp_path):
+    configs = study.plan("augment", RunConfig(artifacts_dir=str(tmp_path), train_limit=300))
+    outcomes = sweep.run_sweep(configs, _Scripted(reports=1), 100, 10, log=lambda s: None,
+                               step_seconds=0.1)
+    assert [o.status for o in outcomes] == ["trained"] + ["interrupted"] * 3
+    assert runner.interrupted(outcomes) and not runner.interrupted(outcomes[:1])
+    assert outcomes[1].line() == (f"{configs[1].run_dir()} (interrupted): not trained: the "
+                                  "sweep stopped before it")
+
+
+def test_worker_processes_run_the_given_train_fn(tmp_path, monkeypatch):
+    from keras_fmnist.executors.worker_processes import WorkerProcesses
+
+    with pytest.raises(ValueError, match="module-level function importable by name"):
+        WorkerProcesses(2, train_fn=_fake_trainer([]))
+    monkeypatch.setenv("PYTHONPATH", os.path.join(ROOT, "tests"))
+    configs = study.plan("augment", RunConfig(artifacts_dir=str(tmp_path), train_limit=300,
+                                              epochs=1))[:2]
+    executor = WorkerProcesses(2, train_fn=fake_training)
+    assert executor.train_fn_name == "helpers:fake_training"
+    outcomes = sweep.run_sweep(configs, executor, 100, 10, log=lambda s: None,
+                               step_seconds=0.1)
+    assert [o.line() for o in outcomes] == [
+        f"{c.run_dir()} (trained): val_accuracy 0.5000, test_accuracy 0.5000" for c in configs]
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), "keras_fmnist-sweep-*"))
 
 
 def test_a_run_claimed_by_a_live_worker_is_not_trained(tmp_path):
@@ -243,7 +295,7 @@ def test_a_run_claimed_by_a_live_worker_is_not_trained(tmp_path):
     os.makedirs(config.run_dir())
     state, claim = claims.try_claim(config.run_dir(), lambda: None)  # "another worker"
     calls = []
-    (outcome,) = sweep.run_sweep([config], _fake_trainer(calls), 100, 10,
+    (outcome,) = sweep.run_sweep([config], InProcess(_fake_trainer(calls)), 100, 10,
                                  log=lambda s: None, step_seconds=0.1)
     assert calls == [] and outcome.status == "claimed"
     assert outcome.line().startswith(f"{config.run_dir()} (claimed): claimed by ")
@@ -269,12 +321,12 @@ def test_the_study_selects_its_stages_from_our_own_results(tmp_path, monkeypatch
         artifacts.write_json(os.path.join(output_dir, "metrics.json"), metrics)
         return metrics
 
-    monkeypatch.setattr(runner.experiments, "run_training", fake_run_training)
     monkeypatch.setattr(runner, "_write_samples", lambda configs: None)
     monkeypatch.setattr(runner.report, "write_report", lambda root: "REPORT.md")
     monkeypatch.setattr(sweep, "measure_step_seconds", lambda config: 0.01)
     log = []
-    outcomes, _ = runner.run_experiment("study", base, log=log.append)
+    outcomes, _ = runner.run_experiment("study", base, executor=InProcess(fake_run_training),
+                                        log=log.append)
     assert len(trained) == 32 and len(outcomes) == 34  # + 2 untrainable p = 1.0
     assert [c.experiment for c in trained[:13]] == ["baseline"] + ["augment"] * 4 + \
         ["deform"] * 8

@@ -13,6 +13,7 @@ from keras_fmnist import report
 from keras_fmnist import study
 from keras_fmnist import sweep
 from keras_fmnist import worker
+from keras_fmnist.executors.in_process import InProcess
 from keras_fmnist.experiments import RunConfig
 from helpers import ROOT
 from helpers import torch_only
@@ -93,7 +94,7 @@ def test_sweep_resumes_after_a_kill_and_skips_finished(tmp_path):
     configs = study.plan("deform", base, layers="all")
     calls, log = [], []
     with pytest.raises(KeyboardInterrupt):
-        sweep.run_sweep(configs, _trainer(calls, fail_on=3), 100, 10, log=log.append,
+        sweep.run_sweep(configs, InProcess(_trainer(calls, fail_on=3)), 100, 10, log=log.append,
                         step_seconds=0.1)
     finished = [c for c in configs if worker.read_recorded(c)]
     assert len(finished) == 2  # the run in progress is lost, nothing else
@@ -102,7 +103,7 @@ def test_sweep_resumes_after_a_kill_and_skips_finished(tmp_path):
     assert claims.read_claim(configs[2].run_dir()) is None
 
     calls2, log2 = [], []
-    results = sweep.run_sweep(configs, _trainer(calls2), 100, 10, log=log2.append,
+    results = sweep.run_sweep(configs, InProcess(_trainer(calls2)), 100, 10, log=log2.append,
                               step_seconds=0.1)
     assert calls2 == [c.run_dir() for c in configs[2:]]
     assert [o.status for o in results] == ["done"] * 2 + ["trained"] * 6
@@ -113,8 +114,8 @@ def test_sweep_resumes_after_a_kill_and_skips_finished(tmp_path):
     assert f"{configs[0].run_dir()} (done): val_accuracy" in "\n".join(log2)
 
     calls3 = []
-    sweep.run_sweep(configs, _trainer(calls3), 100, 10, force=True, log=lambda s: None,
-                    step_seconds=0.1)
+    sweep.run_sweep(configs, InProcess(_trainer(calls3)), 100, 10, force=True,
+                    log=lambda s: None, step_seconds=0.1)
     assert len(calls3) == 8
 
 
