@@ -19,6 +19,13 @@ from keras_fmnist import plots
 from keras_fmnist import recipes
 from keras_fmnist import run_identity
 from keras_fmnist import study
+from keras_fmnist.report_markdown import Bullets
+from keras_fmnist.report_markdown import Figure
+from keras_fmnist.report_markdown import Image
+from keras_fmnist.report_markdown import Section
+from keras_fmnist.report_markdown import Table
+from keras_fmnist.report_markdown import Text
+from keras_fmnist.report_markdown import render
 
 FIGURES_DIR = "figures"
 
@@ -36,10 +43,11 @@ def _read_all(artifacts_dir):
     return out
 
 
-def load_runs(artifacts_dir, status="finished"):
-    """{experiment: [metrics, ...]} of the runs under `artifacts_dir` with this status."""
+def load_runs(artifacts_dir, status="finished", recorded=None):
+    """{experiment: [metrics, ...]} of the runs under `artifacts_dir` with this status
+    (`recorded`: the metrics already read, to read each file once)."""
     runs = {}
-    for metrics in _read_all(artifacts_dir):
+    for metrics in _read_all(artifacts_dir) if recorded is None else recorded:
         if metrics.get("status") == status:
             runs.setdefault(metrics.get("experiment", "?"), []).append(metrics)
     return runs
@@ -127,13 +135,17 @@ def _subset(c):
     return ", ".join(parts) or "full"
 
 
+SETTINGS_COLUMNS = ("epochs run/max", "seed(s)", "data", "wall (mean)", "backend")
+
+
 def _settings(g):
+    """The cells under SETTINGS_COLUMNS."""
     c = g.config
     epochs = ",".join(str(m["epochs_run"]) for m in g.runs)
     seeds = ",".join(str(m["config"]["seed"]) for m in g.runs)
     minutes = statistics.fmean(m["wall_seconds"] for m in g.runs) / 60
-    return (f"{epochs}/{c['epochs']} | {seeds} | {_subset(c)} | "
-            f"{minutes:.1f} min | {g.first['versions']['keras_backend']}")
+    return (f"{epochs}/{c['epochs']}", seeds, _subset(c), f"{minutes:.1f} min",
+            g.first['versions']['keras_backend'])
 
 
 def _diff(ours, theirs):
@@ -142,31 +154,21 @@ def _diff(ours, theirs):
     return f"{100 * ours - theirs:+.2f} pts"
 
 
-def _rel(path, root):
-    return os.path.relpath(path, root)
-
-
 def _layers(g):
     return study.layers_name(tuple(g.config.get("deform_layers") or ()))
 
 
-SETTINGS_HEADER = "epochs run/max | seed(s) | data | wall (mean) | backend"
-
-
 def baseline_section(runs, root, fig_dir):
     s = study.STUDY["baseline"]
-    lines = ["## 1. Baseline (unmodified adapted ResNet-18)", "",
-             f"| run | val acc epoch 1 | best val (epoch) | val acc last epoch | test acc | "
-             f"{SETTINGS_HEADER} |", "|---|---|---|---|---|---|---|---|---|---|",
-             f"| study | {s['val_epoch1']:.2f}% | {s['best_val']:.2f}% ({s['best_epoch']}) | "
-             f"{s['val_epoch10']:.2f}% (epoch 10) | - | 10/10 | - | full | - | PyTorch |"]
     groups = group_by_seed(runs)
     first_val = lambda m: (m["history"].get("val_accuracy") or [None])[0]  # noqa: E731
     last_val = lambda m: (m["history"].get("val_accuracy") or [None])[-1]  # noqa: E731
-    for g in groups:
-        lines.append(
-            f"| {g.name} | {g.pct(first_val)} | {g.pct(_best_val_value)} ({_best_epochs(g)}) | "
-            f"{g.pct(last_val)} | {g.pct(_test)} | {_settings(g)} |")
+    rows = [("study", f"{s['val_epoch1']:.2f}%", f"{s['best_val']:.2f}% ({s['best_epoch']})",
+             f"{s['val_epoch10']:.2f}% (epoch 10)", "-", "10/10", "-", "full", "-", "PyTorch")]
+    rows += [(g.name, g.pct(first_val), f"{g.pct(_best_val_value)} ({_best_epochs(g)})",
+              g.pct(last_val), g.pct(_test), *_settings(g)) for g in groups]
+    blocks = [Table(("run", "val acc epoch 1", "best val (epoch)", "val acc last epoch",
+                     "test acc", *SETTINGS_COLUMNS), tuple(rows))]
     notes = []
     for g in groups:
         if _subset(g.config) != "full":
@@ -176,85 +178,83 @@ def baseline_section(runs, root, fig_dir):
             note += f", best {_diff(g.mean(_best_val_value), s['best_val'])}"
         notes.append(note)
     if notes:
-        lines += ["", "Difference from the study's validation accuracy: " + "; ".join(notes)
-                  + "."]
+        blocks.append(Text("Difference from the study's validation accuracy: "
+                           + "; ".join(notes) + "."))
     for g in groups[:1]:
-        lines += ["", f"![curves]({_rel(os.path.join(g.first['_dir'], 'curves.png'), root)})"]
-    return lines
+        blocks.append(Image("curves", os.path.join(g.first["_dir"], "curves.png")))
+    return Section("1. Baseline (unmodified adapted ResNet-18)", tuple(blocks))
 
 
 def augment_section(runs, root, fig_dir):
     s = study.STUDY["augment"]
-    lines = ["## 2. Augmentation, each alone", "",
-             f"| technique | best val (epoch) | study best val | difference | test acc | "
-             f"{SETTINGS_HEADER} |", "|---|---|---|---|---|---|---|---|---|---|"]
-    histories = {}
+    rows, histories = [], {}
     for g in group_by_seed(runs):
         aug = g.config["augment"]
         ref = s.get(aug)
-        lines.append(
-            f"| {aug} | {g.pct(_best_val_value)} ({_best_epochs(g)}) | "
-            f"{'-' if ref is None else f'{ref:.2f}%'} | {_diff(g.mean(_best_val_value), ref)} | "
-            f"{g.pct(_test)} | {_settings(g)} |")
+        rows.append((aug, f"{g.pct(_best_val_value)} ({_best_epochs(g)})",
+                     "-" if ref is None else f"{ref:.2f}%",
+                     _diff(g.mean(_best_val_value), ref), g.pct(_test), *_settings(g)))
         histories.setdefault(f"{aug} ({_subset(g.config)})", g.first["history"])
+    blocks = [Table(("technique", "best val (epoch)", "study best val", "difference",
+                     "test acc", *SETTINGS_COLUMNS), tuple(rows))]
     if histories:
         for metric in ("loss", "accuracy"):
-            path = os.path.join(fig_dir, f"augment_{metric}.png")
-            plots.train_val_per_run(histories, metric, path, f"Augmentation: {metric}")
-            lines += ["", f"![augment {metric}]({_rel(path, root)})"]
+            blocks.append(Figure(
+                f"augment {metric}", os.path.join(fig_dir, f"augment_{metric}.png"),
+                lambda path, metric=metric: plots.train_val_per_run(
+                    histories, metric, path, f"Augmentation: {metric}")))
     for aug in ("basic", "mixup", "cutmix"):
         grid = os.path.join(root, "augment", f"samples_{aug}.png")
         if os.path.isfile(grid):
-            lines += ["", f"{aug} samples:", "", f"![{aug} samples]({_rel(grid, root)})"]
-    return lines
+            blocks += [Text(f"{aug} samples:"), Image(f"{aug} samples", grid)]
+    return Section("2. Augmentation, each alone", tuple(blocks))
 
 
 def deform_section(runs, root, fig_dir):
     s = study.STUDY["deform"]
-    lines = ["## 3. Deformable stages (CutMix)", "",
-             f"| deformed stages | best val (epoch) | test acc | {SETTINGS_HEADER} |",
-             "|---|---|---|---|---|---|---|---|",
-             f"| study, best: {study.layers_name(s['best_layers'])} | {s['best_val']:.2f}% | - | "
-             "10 max | - | full | - | PyTorch |"]
+    rows = [(f"study, best: {study.layers_name(s['best_layers'])}", f"{s['best_val']:.2f}%",
+             "-", "10 max", "-", "full", "-", "PyTorch")]
     histories, best = {}, None
     groups = sorted(group_by_seed(runs), key=lambda g: (len(g.config["deform_layers"] or ()),
                                                           g.config["deform_layers"] or ()))
     for g in groups:
-        lines.append(f"| {_layers(g)} | {g.pct(_best_val_value)} ({_best_epochs(g)}) | "
-                     f"{g.pct(_test)} | {_settings(g)} |")
+        rows.append((_layers(g), f"{g.pct(_best_val_value)} ({_best_epochs(g)})",
+                     g.pct(_test), *_settings(g)))
         histories[f"{_layers(g)} ({_subset(g.config)})"] = g.first["history"]
         score = g.mean(_best_val_value)
         if score is not None and (best is None or score > best.mean(_best_val_value)):
             best = g
+    blocks = [Table(("deformed stages", "best val (epoch)", "test acc", *SETTINGS_COLUMNS),
+                    tuple(rows))]
     if best is not None:
-        lines += ["", f"Best here: stages {_layers(best)} "
-                      f"({best.pct(_best_val_value)}); the study's best: "
-                      f"{study.layers_name(s['best_layers'])} ({s['best_val']:.2f}%)."]
-        path = os.path.join(fig_dir, "deform_val_accuracy.png")
-        plots.metric_per_run(histories, "val_accuracy", path,
-                             "Validation accuracy per deformable configuration",
-                             "validation accuracy")
-        lines += ["", f"![deform]({_rel(path, root)})"]
-    return lines
+        blocks += [
+            Text(f"Best here: stages {_layers(best)} ({best.pct(_best_val_value)}); the "
+                 f"study's best: {study.layers_name(s['best_layers'])} ({s['best_val']:.2f}%)."),
+            Figure("deform", os.path.join(fig_dir, "deform_val_accuracy.png"),
+                   lambda path: plots.metric_per_run(
+                       histories, "val_accuracy", path,
+                       "Validation accuracy per deformable configuration",
+                       "validation accuracy"))]
+    return Section("3. Deformable stages (CutMix)", tuple(blocks))
 
 
 def final_section(runs, root, fig_dir):
     s = study.STUDY["final"]
-    lines = ["## 3b. Final model retrained on train + validation", "",
-             f"| deformed stages | test acc | study test | difference | {SETTINGS_HEADER} |",
-             "|---|---|---|---|---|---|---|---|---|"]
     groups = group_by_seed(runs)
+    rows = []
     for g in groups:
         # Final model against final model, each with the stages its own sweep selected.
         ref = f"{s['test']:.2f}%"
         if tuple(g.config["deform_layers"] or ()) != s["layers"]:
             ref += f" (its stages {'+'.join(map(str, s['layers']))})"
-        lines.append(f"| {_layers(g)} | {g.pct(_test)} | {ref} | "
-                     f"{_diff(g.mean(_test), s['test'])} | {_settings(g)} |")
+        rows.append((_layers(g), g.pct(_test), ref, _diff(g.mean(_test), s["test"]),
+                     *_settings(g)))
+    blocks = [Table(("deformed stages", "test acc", "study test", "difference",
+                     *SETTINGS_COLUMNS), tuple(rows))]
     for g in groups[:1]:
-        for name in ("predictions.png", "confusion_matrix.png"):
-            lines += ["", f"![{name}]({_rel(os.path.join(g.first['_dir'], name), root)})"]
-    return lines
+        blocks += [Image(name, os.path.join(g.first["_dir"], name))
+                   for name in ("predictions.png", "confusion_matrix.png")]
+    return Section("3b. Final model retrained on train + validation", tuple(blocks))
 
 
 def regularize_section(runs, root, fig_dir):
@@ -262,43 +262,44 @@ def regularize_section(runs, root, fig_dir):
     groups = sorted(group_by_seed(runs),
                     key=lambda g: (g.config["regularizer"], g.config["p"]))
     stages = sorted({_layers(g) for g in groups})
-    lines = [f"## 4. Regularisation (DropBlock, stochastic depth; CutMix, deformable stages "
-             f"{', '.join(stages) or '-'})", "",
-             f"| regulariser | p | deformed stages | best val (epoch) | test acc | "
-             f"{SETTINGS_HEADER} |", "|---|---|---|---|---|---|---|---|---|---|"]
-    series, best = {}, {}
+    rows, series, best = [], {}, {}
     for g in groups:
         reg, p = g.config["regularizer"], g.config["p"]
-        lines.append(f"| {reg} | {p:g} | {_layers(g)} | {g.pct(_best_val_value)} "
-                     f"({_best_epochs(g)}) | {g.pct(_test)} | {_settings(g)} |")
+        rows.append((reg, f"{p:g}", _layers(g), f"{g.pct(_best_val_value)} ({_best_epochs(g)})",
+                     g.pct(_test), *_settings(g)))
         val = g.mean(_best_val_value)
         series.setdefault(reg, []).append((p, val))
         if val is not None and (reg not in best or val > best[reg].mean(_best_val_value)):
             best[reg] = g
-    lines += ["", "p = 1.0 (in the study's sweep) drops every unit or block: no unit is left "
-                  "to rescale, so it is not trained here. The best p is chosen by validation "
-                  "accuracy, as the study chose it."]
+    blocks = [Table(("regulariser", "p", "deformed stages", "best val (epoch)", "test acc",
+                     *SETTINGS_COLUMNS), tuple(rows)),
+              Text("p = 1.0 (in the study's sweep) drops every unit or block: no unit is left "
+                   "to rescale, so it is not trained here. The best p is chosen by validation "
+                   "accuracy, as the study chose it.")]
     if series:
-        path = os.path.join(fig_dir, "regularize_val_accuracy_vs_p.png")
-        plots.accuracy_vs_p({k: [(p, v) for p, v in pts if v is not None]
-                             for k, pts in series.items()}, path)
-        lines += ["", f"![accuracy vs p]({_rel(path, root)})"]
-    lines += ["", "| regulariser | best p here (study) | test acc at best p | study test | "
-                  "difference |", "|---|---|---|---|---|"]
+        blocks.append(Figure(
+            "accuracy vs p", os.path.join(fig_dir, "regularize_val_accuracy_vs_p.png"),
+            lambda path: plots.accuracy_vs_p({k: [(p, v) for p, v in pts if v is not None]
+                                              for k, pts in series.items()}, path)))
+    best_rows = []
     for reg in study.REGULARIZERS:
         g = best.get(reg)
         p_here = "-" if g is None else f"{g.config['p']:g}"
         test = None if g is None else g.mean(_test)
-        lines.append(f"| {reg} | {p_here} ({s['best_p'][reg]:g}) | "
-                     f"{'-' if g is None else g.pct(_test)} | "
-                     f"{s['test'][reg]:.2f}% | {_diff(test, s['test'][reg])} |")
+        best_rows.append((reg, f"{p_here} ({s['best_p'][reg]:g})",
+                          "-" if g is None else g.pct(_test), f"{s['test'][reg]:.2f}%",
+                          _diff(test, s["test"][reg])))
+    blocks.append(Table(("regulariser", "best p here (study)", "test acc at best p",
+                         "study test", "difference"), tuple(best_rows)))
     if best:
-        path = os.path.join(fig_dir, "regularize_test_accuracy.png")
-        plots.accuracy_bars({reg: g.mean(_test) for reg, g in best.items()}, path,
-                            "Test accuracy at the best p",
-                            reference={reg: s["test"][reg] / 100 for reg in best})
-        lines += ["", f"![test accuracy]({_rel(path, root)})"]
-    return lines
+        blocks.append(Figure(
+            "test accuracy", os.path.join(fig_dir, "regularize_test_accuracy.png"),
+            lambda path: plots.accuracy_bars(
+                {reg: g.mean(_test) for reg, g in best.items()}, path,
+                "Test accuracy at the best p",
+                reference={reg: s["test"][reg] / 100 for reg in best})))
+    return Section("4. Regularisation (DropBlock, stochastic depth; CutMix, deformable stages "
+                   f"{', '.join(stages) or '-'})", tuple(blocks))
 
 
 # Published Fashion-MNIST test accuracies the strong recipe is read against (docs/STUDY.md).
@@ -332,21 +333,21 @@ def recipe_change(config):
 
 
 def strong_section(runs, root, fig_dir):
-    lines = ["## 5. Beyond the study: the strong recipe (from scratch)", "",
-             "`python run.py --flagfile=flags/strong.cfg` (keras_fmnist/recipes.py). Test "
-             "accuracy is plain evaluation of the model chosen on the validation split, the "
-             "test set touched once per run; flip test-time augmentation is reported apart.",
-             "", "| configuration | test acc | test acc, flip TTA | best val (epoch) | "
-             f"{SETTINGS_HEADER} |", "|---|---|---|---|---|---|---|---|---|"]
     groups = sorted(group_by_seed(runs), key=lambda g: (recipe_change(g.config) !=
                                                         "the strong recipe",
                                                         recipe_change(g.config)))
-    for g in groups:
-        lines.append(f"| {recipe_change(g.config)} | {g.pct(_test)} | "
-                     f"{g.pct(lambda m: m.get('test_accuracy_tta'))} | "
-                     f"{g.pct(_best_val_value)} ({_best_epochs(g)}) | {_settings(g)} |")
-    lines += ["", "Published anchors (test accuracy): " + "; ".join(
-        f"{name} {value:.2f}%" for name, value in ANCHORS) + "."]
+    rows = tuple((recipe_change(g.config), g.pct(_test),
+                  g.pct(lambda m: m.get("test_accuracy_tta")),
+                  f"{g.pct(_best_val_value)} ({_best_epochs(g)})", *_settings(g))
+                 for g in groups)
+    blocks = [Text("`python run.py --flagfile=flags/strong.cfg` (keras_fmnist/recipes.py). Test "
+                   "accuracy is plain evaluation of the model chosen on the validation split, "
+                   "the test set touched once per run; flip test-time augmentation is reported "
+                   "apart."),
+              Table(("configuration", "test acc", "test acc, flip TTA", "best val (epoch)",
+                     *SETTINGS_COLUMNS), rows),
+              Text("Published anchors (test accuracy): " + "; ".join(
+                  f"{name} {value:.2f}%" for name, value in ANCHORS) + ".")]
     series = {}
     for g in groups:
         for m in g.runs:
@@ -354,15 +355,17 @@ def strong_section(runs, root, fig_dir):
             if points:
                 series[f"{recipe_change(g.config)}, seed {m['config']['seed']}"] = points
     if series:
-        path = os.path.join(fig_dir, "strong_val_accuracy_vs_minutes.png")
         name, value = ANCHORS[0]
-        plots.accuracy_vs_compute(series, path, references=[(f"{name} (test)", value / 100)])
-        lines += ["", "Accuracy against compute: validation accuracy after each epoch against "
-                  "the run's cumulative training time on the machine that ran it (its "
-                  "`train_seconds` spread evenly over its epochs; the table's wall column "
-                  "also counts evaluation and saving).", "",
-                  f"![accuracy vs compute]({_rel(path, root)})"]
-    return lines
+        blocks += [
+            Text("Accuracy against compute: validation accuracy after each epoch against the "
+                 "run's cumulative training time on the machine that ran it (its "
+                 "`train_seconds` spread evenly over its epochs; the table's wall column also "
+                 "counts evaluation and saving)."),
+            Figure("accuracy vs compute",
+                   os.path.join(fig_dir, "strong_val_accuracy_vs_minutes.png"),
+                   lambda path: plots.accuracy_vs_compute(
+                       series, path, references=[(f"{name} (test)", value / 100)]))]
+    return Section("5. Beyond the study: the strong recipe (from scratch)", tuple(blocks))
 
 
 def _val_accuracy_vs_minutes(m):
@@ -377,16 +380,16 @@ def _val_accuracy_vs_minutes(m):
 
 def diverged_section(runs, root):
     """Runs whose training loss stopped being finite: listed, never in accuracy tables."""
-    lines = ["## Diverged runs", "",
-             "Stopped at the first non-finite training loss; no model was kept and the test "
-             "set was not used. They take no part in the tables above.", "",
-             "| run | experiment | stopped at | learning rate | seed |", "|---|---|---|---|---|"]
+    rows = []
     for m in runs:
         at = m.get("diverged_at") or {}
-        lines.append(f"| {_rel(m['_dir'], root)} | {m.get('experiment', '?')} | epoch "
-                     f"{at.get('epoch', '?')}, batch {at.get('batch', '?')} | "
-                     f"{m['config'].get('learning_rate')} | {m['config'].get('seed')} |")
-    return lines
+        rows.append((os.path.relpath(m["_dir"], root), m.get("experiment", "?"),
+                     f"epoch {at.get('epoch', '?')}, batch {at.get('batch', '?')}",
+                     m["config"].get("learning_rate"), m["config"].get("seed")))
+    return Section("Diverged runs", (
+        Text("Stopped at the first non-finite training loss; no model was kept and the test "
+             "set was not used. They take no part in the tables above."),
+        Table(("run", "experiment", "stopped at", "learning rate", "seed"), tuple(rows))))
 
 
 def _mean_std(values):
@@ -421,28 +424,14 @@ def evidence_section(all_runs, root, fig_dir):
     """The study's conclusions against seeds: per-configuration mean ± std, paired
     differences with 95% intervals, a verdict each (keras_fmnist.evidence)."""
     runs = [m for group in all_runs.values() for m in group]
-    lines = ["## 6. What the evidence says: seeds and paired intervals", "",
-             "The headline configurations over seeds "
-             f"(`python run.py --flagfile=flags/{FLAGFILES['headline']}`; seed 0 is the "
-             "study's run). Best validation accuracy (the study compared those) and test "
-             "accuracy, mean ± sample standard deviation (n seeds):", "",
-             "| configuration | best val | test | seeds |", "|---|---|---|---|"]
     summaries = evidence.summaries(runs)
+    summary_rows = []
     for key, (val, test) in summaries.items():
         seeds = ",".join(str(s) for s in sorted(set(val) | set(test))) or "-"
-        lines.append(f"| {evidence.CONFIGURATIONS[key].label} | {_mean_std(val.values())} | "
-                     f"{_mean_std(test.values())} | {seeds} |")
-    rows = evidence.evaluate(runs)
-    lines += ["", "Each comparison pairs the two configurations' runs by seed: mean paired "
-              "difference a - b in percentage points, its 95% confidence interval (Student "
-              "t, n - 1 degrees of freedom, the spread of the per-seed differences), and a "
-              "verdict beside the study's own difference (one run each): *reproduced* "
-              "(the interval excludes zero on the study's side), *reversed* (it excludes "
-              "zero on the other side), *not distinguishable at this n* (it holds zero).",
-              "", "| a vs b | metric | study: a - b | here: mean a - b [95% CI] (n) | "
-              "verdict | the study's claim |", "|---|---|---|---|---|---|"]
-    figure_rows = []
-    for row in rows:
+        summary_rows.append((evidence.CONFIGURATIONS[key].label, _mean_std(val.values()),
+                             _mean_std(test.values()), seeds))
+    comparison_rows, figure_rows = [], []
+    for row in evidence.evaluate(runs):
         c, d = row.comparison, row.difference
         label = (f"{evidence.CONFIGURATIONS[c.a].label} vs "
                  f"{evidence.CONFIGURATIONS[c.b].label}")
@@ -455,14 +444,27 @@ def evidence_section(all_runs, root, fig_dir):
             low, high = d.interval
             here = f"{d.mean:+.2f} [{low:+.2f}, {high:+.2f}] (n={d.n})"
         metric = "best val" if c.metric == "val" else "test"
-        lines.append(f"| {label} | {metric} | {study_text} | {here} | {row.verdict} | "
-                     f"{c.study_claim} |")
+        comparison_rows.append((label, metric, study_text, here, row.verdict, c.study_claim))
         figure_rows.append((f"{c.a} - {c.b} ({metric})", d.differences, d.interval,
                             c.study_difference))
+    blocks = [
+        Text("The headline configurations over seeds "
+             f"(`python run.py --flagfile=flags/{FLAGFILES['headline']}`; seed 0 is the "
+             "study's run). Best validation accuracy (the study compared those) and test "
+             "accuracy, mean ± sample standard deviation (n seeds):"),
+        Table(("configuration", "best val", "test", "seeds"), tuple(summary_rows)),
+        Text("Each comparison pairs the two configurations' runs by seed: mean paired "
+             "difference a - b in percentage points, its 95% confidence interval (Student "
+             "t, n - 1 degrees of freedom, the spread of the per-seed differences), and a "
+             "verdict beside the study's own difference (one run each): *reproduced* "
+             "(the interval excludes zero on the study's side), *reversed* (it excludes "
+             "zero on the other side), *not distinguishable at this n* (it holds zero)."),
+        Table(("a vs b", "metric", "study: a - b", "here: mean a - b [95% CI] (n)", "verdict",
+               "the study's claim"), tuple(comparison_rows))]
     if any(d for _, d, _, _ in figure_rows):
-        path = os.path.join(fig_dir, "evidence_paired_differences.png")
-        plots.paired_differences(figure_rows, path)
-        lines += ["", f"![paired differences]({_rel(path, root)})"]
+        blocks.append(Figure("paired differences",
+                             os.path.join(fig_dir, "evidence_paired_differences.png"),
+                             lambda path: plots.paired_differences(figure_rows, path)))
     seed_std = evidence.pooled_seed_std(val.values() for val, _ in summaries.values())
     notes = []
     deform = [g for g in group_by_seed(all_runs.get("deform", []))
@@ -481,16 +483,16 @@ def evidence_section(all_runs, root, fig_dir):
         if note:
             notes.append(note)
     if notes:
-        lines += ["", "Selections the study made from one run each, read against the seed "
-                  "spread pooled over the configurations above:", ""]
-        lines += [f"- {note}" for note in notes]
-    lines += ["", "The runs of seeds other than 0 were trained by a release whose `accelerate` "
-              "runs an accurate batch-norm backward; the committed seed-0 runs by the release "
-              "before, on torch's batch-norm kernel alone. Both compute the same function; "
-              "the old kernel's float32 gradients were off by up to 5e-3 relative ("
-              "5e-6 for the stock graph); its effect on accuracy was not measured on its own. "
-              "flags/headline.cfg asks for seeds 0, 1, 2; a row with fewer seeds shows its n."]
-    return lines
+        blocks += [Text("Selections the study made from one run each, read against the seed "
+                        "spread pooled over the configurations above:"), Bullets(tuple(notes))]
+    blocks.append(Text(
+        "The runs of seeds other than 0 were trained by a release whose `accelerate` runs an "
+        "accurate batch-norm backward; the committed seed-0 runs by the release before, on "
+        "torch's batch-norm kernel alone. Both compute the same function; the old kernel's "
+        "float32 gradients were off by up to 5e-3 relative (5e-6 for the stock graph); its "
+        "effect on accuracy was not measured on its own. flags/headline.cfg asks for seeds 0, "
+        "1, 2; a row with fewer seeds shows its n."))
+    return Section("6. What the evidence says: seeds and paired intervals", tuple(blocks))
 
 
 FLAGFILES = {
@@ -516,27 +518,30 @@ SECTIONS = (
 
 def write_report(artifacts_dir):
     """Regenerates `<artifacts_dir>/REPORT.md` and its figures; returns the report's path."""
-    runs = load_runs(artifacts_dir)
+    recorded = _read_all(artifacts_dir)
+    runs = load_runs(artifacts_dir, recorded=recorded)
     fig_dir = os.path.join(artifacts_dir, FIGURES_DIR)
-    lines = ["# keras_fmnist: results against the study", "",
-             "Generated by `python run.py --experiment=report` from the runs' `metrics.json` "
-             f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; do not edit by hand. "
-             "Accuracies are on the stratified validation split (10% of the training set "
-             "unless the run says otherwise) or on the test set, as labelled. Runs on a data "
-             "subset (smoke runs) are marked in the data column and are not comparable with "
-             "the study. Rows over several seeds show mean ± standard deviation (n); the "
-             f"whole study runs with `python run.py --flagfile=flags/{FLAGFILES['study']}`.",
-             ""]
+    preamble = [Text(
+        "Generated by `python run.py --experiment=report` from the runs' `metrics.json` "
+        f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; do not edit by hand. "
+        "Accuracies are on the stratified validation split (10% of the training set "
+        "unless the run says otherwise) or on the test set, as labelled. Runs on a data "
+        "subset (smoke runs) are marked in the data column and are not comparable with "
+        "the study. Rows over several seeds show mean ± standard deviation (n); the "
+        f"whole study runs with `python run.py --flagfile=flags/{FLAGFILES['study']}`.")]
+    sections = []
     for name, title, section in SECTIONS:
         if runs.get(name):
-            lines += section(runs[name], artifacts_dir, fig_dir) + [""]
+            sections.append(section(runs[name], artifacts_dir, fig_dir))
         else:
-            lines += [f"## {title}", "", f"No finished run yet (`python run.py "
-                      f"--flagfile=flags/{FLAGFILES[name]}`).", ""]
-    lines += evidence_section(runs, artifacts_dir, fig_dir) + [""]
-    diverged = [m for group in load_runs(artifacts_dir, "diverged").values() for m in group]
+            sections.append(Section(title, (Text(
+                f"No finished run yet (`python run.py --flagfile=flags/{FLAGFILES[name]}`)."),)))
+    sections.append(evidence_section(runs, artifacts_dir, fig_dir))
+    diverged = [m for group in load_runs(artifacts_dir, "diverged", recorded).values()
+                for m in group]
     if diverged:
-        lines += diverged_section(diverged, artifacts_dir) + [""]
+        sections.append(diverged_section(diverged, artifacts_dir))
     path = os.path.join(artifacts_dir, "REPORT.md")
-    artifacts.write_text(path, "\n".join(lines))
+    text = render("keras_fmnist: results against the study", preamble, sections, artifacts_dir)
+    artifacts.write_text(path, text)
     return path
