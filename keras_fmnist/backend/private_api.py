@@ -59,6 +59,9 @@ PRIVATE_TOUCH_POINTS = {
     "gradients by the accelerated batch norm (the public API has no backward to call)",
     "torch.ops.aten.threshold_backward": "a ReLU's backward in one pass, for batch norm + "
     "ReLU as one op",
+    "torch.utils._python_dispatch.TorchDispatchMode": "sees every aten op a training step "
+    "runs, for the host-sync census (keras_fmnist.bench.host_syncs); torch has no public "
+    "op-level hook",
 }
 
 
@@ -259,3 +262,11 @@ def keras_torch_optimizers_saved_as_public():
                 registry.pop(cls, None)
             else:
                 registry[cls] = before
+
+
+def torch_dispatch_mode_class():
+    """torch's `TorchDispatchMode`: a context whose `__torch_dispatch__(func, types, args,
+    kwargs)` is called for every aten op run inside it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    return TorchDispatchMode
