@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # keras_fmnist's two entry points, each setting up what a fresh machine lacks first:
 #   ./dev.sh run [run.py flags]   the main job (default: --experiment=baseline)
-#   ./dev.sh test [pytest args]   the test suite on torch, then on jax, then on tensorflow
+#   ./dev.sh test [pytest args]   the test suite on torch, jax and tensorflow (two lanes at once)
 # Setup: Debian's dataset-fashion-mnist (where apt-get is usable), a virtual environment at
 # .venv with the pinned requirements-dev.txt, and the package installed editable.
 set -euo pipefail
@@ -40,17 +40,6 @@ ensure_venv() {
   echo "$want" > "$stamp"
 }
 
-run_pytest() {
-  # pytest exits 5 when it collected no tests: a suite that ran nothing has not passed.
-  local status=0
-  "$PY" -m pytest "$@" || status=$?
-  if [ "$status" = 5 ]; then
-    echo "dev.sh: pytest collected no tests" >&2
-    return 1
-  fi
-  return "$status"
-}
-
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -67,18 +56,56 @@ case "$cmd" in
     # cli_orchestration ones (run.py's sweep machinery, no backend code) run once, for
     # CI time; not_tensorflow ones use what Keras' TensorFlow backend lacks; backend_independent
     # ones run no Keras code and so run once, in the tensorflow pass, where TF is loaded.
-    echo "== pytest, KERAS_BACKEND=torch" >&2
-    KERAS_BACKEND=torch run_pytest -q -m "not backend_independent" "$@"
-    # The float64-reference tests once more with torch's AVX2 kernels: an AVX-512 machine
-    # then also checks what an AVX2-only CPU computes (their float32 sums differ).
-    echo "== pytest, KERAS_BACKEND=torch ATEN_CPU_CAPABILITY=avx2, numerics" >&2
-    KERAS_BACKEND=torch ATEN_CPU_CAPABILITY=avx2 run_pytest -q -m numerics "$@"
-    echo "== pytest, KERAS_BACKEND=jax" >&2
-    KERAS_BACKEND=jax run_pytest -q \
-      -m "not torch_only and not cli_orchestration and not backend_independent" "$@"
-    echo "== pytest, KERAS_BACKEND=tensorflow" >&2
-    KERAS_BACKEND=tensorflow run_pytest -q \
-      -m "not torch_only and not cli_orchestration and not not_tensorflow" "$@"
+    # A pass keeps about 1.2 of the 2 cores busy (imports and subprocess starts are serial),
+    # so two lanes run side by side: torch then its AVX2 numerics; jax then tensorflow. Each
+    # pass writes its own log and temporary directory; the logs are printed in order after.
+    local_dir=$(mktemp -d "${TMPDIR:-/tmp}/keras_fmnist-test-XXXXXX")
+    trap 'rm -rf "$local_dir"' EXIT
+    run_pass() {  # name, env assignments..., -- pytest args...
+      local name=$1; shift
+      local envs=()
+      while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+      shift
+      local status=0
+      env "${envs[@]}" "$PY" -m pytest --basetemp="$local_dir/$name" "$@" \
+        > "$local_dir/$name.log" 2>&1 || status=$?
+      if [ "$status" = 5 ]; then
+        echo "dev.sh: pytest collected no tests" >> "$local_dir/$name.log"
+        status=1
+      fi
+      echo "$status" > "$local_dir/$name.status"
+    }
+    (
+      # The float64-reference tests once more with torch's AVX2 kernels: an AVX-512 machine
+      # then also checks what an AVX2-only CPU computes (their float32 sums differ).
+      run_pass torch KERAS_BACKEND=torch -- -q -m "not backend_independent" "$@"
+      run_pass torch-avx2 KERAS_BACKEND=torch ATEN_CPU_CAPABILITY=avx2 -- -q -m numerics "$@"
+    ) &
+    lane_torch=$!
+    (
+      run_pass jax KERAS_BACKEND=jax -- -q \
+        -m "not torch_only and not cli_orchestration and not backend_independent" "$@"
+      run_pass tensorflow KERAS_BACKEND=tensorflow -- -q \
+        -m "not torch_only and not cli_orchestration and not not_tensorflow" "$@"
+    ) &
+    lane_others=$!
+    wait "$lane_torch" "$lane_others" || true
+    failed=0
+    for name in torch torch-avx2 jax tensorflow; do
+      case $name in
+        torch) title="KERAS_BACKEND=torch" ;;
+        torch-avx2) title="KERAS_BACKEND=torch ATEN_CPU_CAPABILITY=avx2, numerics" ;;
+        *) title="KERAS_BACKEND=$name" ;;
+      esac
+      echo "== pytest, $title"
+      cat "$local_dir/$name.log" 2>/dev/null || echo "dev.sh: the pass did not run"
+      status=$(cat "$local_dir/$name.status" 2>/dev/null || echo 1)
+      [ "$status" = 0 ] || failed=1
+    done
+    for name in torch torch-avx2 jax tensorflow; do
+      echo "dev.sh: $name pass exit status $(cat "$local_dir/$name.status" 2>/dev/null || echo missing)"
+    done
+    exit "$failed"
     ;;
   *)
     echo "usage: ./dev.sh run [run.py flags] | ./dev.sh test [pytest args]" >&2

@@ -18,6 +18,7 @@ from keras_fmnist import recipes
 from keras_fmnist import training
 from keras_fmnist.experiments import RunConfig
 from helpers import ROOT
+from helpers import torch_only
 
 
 
@@ -64,6 +65,10 @@ def test_crop_flip_cutmix_chains_both_layers():
     assert (mixed.max(axis=1) < 1.0).any()  # CutMix ran after the crop and flip
 
 
+# run.py's strong experiment end to end, once (torch pass): its training pieces (SGD with a
+# cosine schedule, weight averaging, label smoothing, crop/flip/CutMix) run on every backend
+# in tests/test_resume.py's recipe and the tests above.
+@pytest.mark.cli_orchestration
 def test_strong_experiment_applies_the_recipe_and_reports_tta(tmp_path):
     """A tiny strong run (flags override the recipe, as for any flagfile)."""
     result = subprocess.run(
@@ -107,6 +112,8 @@ def test_report_names_each_run_by_its_change_to_the_recipe():
     assert report.recipe_change(dict(strong, epochs=3)) == "epochs=3"
 
 
+# A benchmark of the torch training step (what README's cost table quotes).
+@torch_only
 def test_strong_cost_benchmark_writes_both_stems(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:

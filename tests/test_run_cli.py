@@ -54,22 +54,21 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, cases_for_this_backend,
         assert "Traceback" not in stderr
 
 
-def test_helpfull_lists_the_flags():
+# Flag parsing runs before any Keras import: one pass (tensorflow's) checks it for all.
+@pytest.mark.backend_independent
+def test_helpfull_lists_the_flags_and_the_executors_engines():
     result = run_cli("--helpfull")
     assert result.returncode == 0
     for flag in ("--experiment", "--epochs", "--train_limit", "--val_fraction", "--stem"):
         assert flag in result.stdout
-
-
-def test_engine_choices_are_the_executors_engines():
     # run.py declares its flags before importing Keras (bad input fails fast), so it spells
-    # the choices out; this keeps them equal to the executors that exist.
+    # the engine choices out; they must stay the executors that exist.
     from keras_fmnist import executors
 
-    result = run_cli("--helpfull")
     assert f"--engine: <{'|'.join(executors.ENGINES)}>" in result.stdout
 
 
+@pytest.mark.backend_independent
 def test_flagfile_baseline_is_valid(tmp_path):
     # The shipped flagfile parses; the smoke settings after it keep the run tiny.
     result = run_cli(
