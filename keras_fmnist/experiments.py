@@ -61,6 +61,13 @@ def make_optimizer(config, steps_per_epoch):
     )
 
 
+def compile_for_run(model, config, steps_per_epoch):
+    """Compiles `model` as `run_training` does: the run's optimizer and schedule, label
+    smoothing, accuracy."""
+    training.compile_model(model, optimizer=make_optimizer(config, steps_per_epoch),
+                           label_smoothing=config.label_smoothing)
+
+
 class AugmentChain:
     """Augmentation layers applied one after the other to `{"images", "labels"}` batches."""
 
@@ -158,10 +165,7 @@ def train_model(config, data, extra_callbacks=(), output_dir=None, identity_hash
     train_batches = pipeline.ArrayBatches(
         x_train, y_train, config.batch_size, shuffle=True, seed=config.seed, augment=augment
     )
-    training.compile_model(
-        model, optimizer=make_optimizer(config, steps_per_epoch=len(train_batches)),
-        label_smoothing=config.label_smoothing,
-    )
+    compile_for_run(model, config, steps_per_epoch=len(train_batches))
     val_batches = None
     if len(data["val"][1]):
         val_batches = pipeline.ArrayBatches(*data["val"], batch_size=config.batch_size)

@@ -81,7 +81,7 @@ def clock(seconds):
 
 class Progress:
     """What became of each run so far, and `[done/total] ... | elapsed | ETA` lines; the ETA
-    scales by actual/estimated run time. Every engine records its outcomes here."""
+    scales by actual/estimated run time. Every executor records its outcomes here."""
 
     def __init__(self, total, estimates, workers, log, on_result):
         self.total, self.workers, self.log, self.on_result = total, workers, log, on_result

@@ -9,9 +9,9 @@ size depends on the data (`nonzero`, `masked_select`, `unique`) or a tensor made
 data (`torch.tensor(3.0)`: aten's `lift_fresh`, a host-to-device copy on CUDA) either
 synchronises with the host or is not replayed. Each is an aten op, so the same count on the
 CPU says what capture would meet on a GPU. For each configuration `accelerate(model)` is
-compiled with `compile_model` as `run.py` trains it, one `train_on_batch` warms it up, and
-the next one runs under a `TorchDispatchMode` that records these ops and the Python line that
-caused each (the first frame outside torch).
+compiled as `run.py` compiles it (`experiments.compile_for_run`), one `train_on_batch` warms
+it up, and the next one runs under a `TorchDispatchMode` that records these ops and the
+Python line that caused each (the first frame outside torch).
 """
 
 import argparse
@@ -22,13 +22,12 @@ import traceback
 
 import keras_fmnist  # noqa: F401  (sets the default backend before keras loads)
 import keras
-import numpy as np
 
 from keras_fmnist import artifacts
 from keras_fmnist import experiments
-from keras_fmnist import training
 from keras_fmnist.accelerate import accelerate
 from keras_fmnist.backend import private_api
+from keras_fmnist.bench import training as bench_training
 from keras_fmnist.run_config import RunConfig
 
 # aten op -> why capture cannot keep it.
@@ -98,13 +97,11 @@ def host_op_census(fn, *args, **kwargs):
 
 def training_step_census(config, batch_size=8, seed=0):
     """The HOST_OPS of one training step (`train_on_batch`, after a warm-up step) of
-    `accelerate(model)` built from `config`, compiled as `run.py` compiles it."""
+    `accelerate(model)` built from `config` and compiled as `run_training` compiles it."""
     model, _ = experiments.build_model(config)
     model = accelerate(model)
-    training.compile_model(model, config.learning_rate)
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(size=(batch_size, 28, 28, 1)).astype("float32")
-    y = np.eye(10, dtype="float32")[rng.integers(0, 10, batch_size)]
+    experiments.compile_for_run(model, config, steps_per_epoch=1)
+    x, y = bench_training.random_batch(batch_size, seed)
     model.train_on_batch(x, y)
     census = host_op_census(model.train_on_batch, x, y)
     keras.backend.clear_session()

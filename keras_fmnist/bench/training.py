@@ -90,7 +90,8 @@ def torch_resnet18(num_classes=10, deform_layers=()):
     return model
 
 
-def _batch(batch_size, seed=0):
+def random_batch(batch_size, seed=0):
+    """Uniform images (batch, 28, 28, 1) and one-hot labels, float32."""
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size, 28, 28, 1), dtype=np.float32)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch_size)]
@@ -135,7 +136,7 @@ def make_torch_step(batch_size, deform_layers=(), cutmix=False, device="cpu", se
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x, y = _batch(batch_size, seed)
+    x, y = random_batch(batch_size, seed)
     mix = _cutmix_fn(cutmix, seed)
 
     def step():
@@ -193,7 +194,7 @@ def make_keras_step(batch_size, deform_layers=(), cutmix=False, seed=0, data_for
         )
     else:
         compile_model(model)
-    x, y = _batch(batch_size, seed)
+    x, y = random_batch(batch_size, seed)
     mix = _cutmix_fn(cutmix, seed)
 
     def step():

@@ -22,6 +22,8 @@ from keras_fmnist.executors.base import Executor
 from keras_fmnist.executors.base import threads_per_worker
 from keras_fmnist.outcome import Outcome
 from keras_fmnist.outcome import Status
+from keras_fmnist.outcome import read_recorded
+from keras_fmnist.outcome import recorded_outcome
 from keras_fmnist.outcome import reported_outcome
 
 
@@ -107,9 +109,9 @@ class WorkerProcesses(Executor):
 def _settled_elsewhere(run):
     """The outcome of a run that another sweep finished or is training since the plan (no
     worker process is started for it), else None."""
-    metrics = worker.read_recorded(run.config)
+    metrics = read_recorded(run.config)
     if metrics:
-        return worker.recorded_outcome(run.config, metrics)
+        return recorded_outcome(run.config, metrics)
     owner = claims.live_claim(run.run_dir)
     if owner is not None:
         return Outcome(Status.CLAIMED, run.run_dir, None, f"claimed by {claims.describe(owner)}")
